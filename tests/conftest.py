@@ -1,0 +1,123 @@
+"""Fixtures: a clean store per test, on the embedded SQLite default and on PostgreSQL.
+
+PostgreSQL tests need WIDGET_STORE_TEST_DATABASE_URL (a server where the role may create
+databases). Without it they are skipped, with the reason shown; CI sets it together with
+WIDGET_STORE_REQUIRE_POSTGRES=1, which turns a missing URL into an error instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from dbos import DBOS
+
+from tests.helpers import Store
+from widget_store.config import Database, Settings
+from widget_store.migrate import migrate
+from widget_store.schema import products
+
+PG_URL_VARIABLE = "WIDGET_STORE_TEST_DATABASE_URL"
+REQUIRE_PG_VARIABLE = "WIDGET_STORE_REQUIRE_POSTGRES"
+STORE_TABLES = ["order_events", "order_items", "orders", "provider_payments", "carrier_shipments"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get(REQUIRE_PG_VARIABLE) and not os.environ.get(PG_URL_VARIABLE):
+        raise pytest.UsageError(
+            f"{REQUIRE_PG_VARIABLE} is set, so PostgreSQL tests must run, "
+            f"but {PG_URL_VARIABLE} is not set"
+        )
+
+
+def make_settings(url: str, **overrides: object) -> Settings:
+    base = Settings(
+        database=Database.parse(url),
+        payment_timeout_s=60.0,
+        dispatch_s=0.2,
+        log_level="WARNING",
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file that each test copies, which is faster than migrating."""
+    path = tmp_path_factory.mktemp("template") / "store.sqlite"
+    migrate(make_settings(f"sqlite:///{path}"))
+    return path
+
+
+class PostgresDatabase:
+    """A throwaway database on the test server, migrated once, reset before each test."""
+
+    def __init__(self, server_url: str) -> None:
+        server = sa.make_url(server_url).set(drivername="postgresql+psycopg")
+        self.name = f"widget_store_test_{uuid.uuid4().hex[:10]}"
+        self._admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+        with self._admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
+        self.url = server.set(database=self.name, drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        migrate(make_settings(self.url))
+        # DBOS's reset ends other sessions on the database, so hold no pooled connection.
+        self._engine = sa.create_engine(
+            Database.parse(self.url).sync_url, poolclass=sa.pool.NullPool
+        )
+        with self._engine.connect() as conn:
+            self._catalog = [dict(row._mapping) for row in conn.execute(sa.select(products))]
+
+    def reset(self) -> None:
+        DBOS.reset_system_database(system_database_url=self.url, truncate=True)
+        with self._engine.begin() as conn:
+            tables = ", ".join([*STORE_TABLES, "products", "dbos.datasource_outputs"])
+            conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            conn.execute(sa.insert(products), self._catalog)
+
+    def drop(self) -> None:
+        self._engine.dispose()
+        with self._admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self._admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabase]:
+    server_url = os.environ.get(PG_URL_VARIABLE)
+    if not server_url:
+        pytest.skip(f"{PG_URL_VARIABLE} is not set; CI sets it (see README)")
+    database = PostgresDatabase(server_url)
+    try:
+        yield database
+    finally:
+        database.drop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A clean, migrated, seeded database on each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "store.sqlite"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    postgres: PostgresDatabase = request.getfixturevalue("postgres")
+    postgres.reset()
+    return postgres.url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    with Store.running(settings) as running:
+        yield running

@@ -1,0 +1,141 @@
+"""A shopper's-eye driver for the store under test, and direct looks at its database."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from widget_store.app import create_app
+from widget_store.config import Settings
+from widget_store.payments import SIGNATURE_HEADER, sign_webhook
+
+TERMINAL = ("DISPATCHED", "CANCELLED")
+
+
+def new_key() -> str:
+    return f"test-{uuid.uuid4().hex}"
+
+
+def cart(*lines: tuple[int, int], address: str = "1 Main Street, Springfield") -> dict[str, Any]:
+    return {
+        "items": [{"product_id": p, "quantity": q} for p, q in lines],
+        "shipping_address": address,
+    }
+
+
+class Shopper:
+    """Drives the HTTP API the way a client and the payment provider do."""
+
+    def __init__(self, http: httpx.Client | TestClient, settings: Settings) -> None:
+        self.http = http
+        self.settings = settings
+
+    # --- the storefront ---
+
+    def stock(self) -> dict[int, int]:
+        response = self.http.get("/products")
+        response.raise_for_status()
+        return {p["product_id"]: p["inventory"] for p in response.json()}
+
+    def checkout(
+        self, body: dict[str, Any] | None = None, key: str | None = None
+    ) -> httpx.Response:
+        key = key or new_key()
+        if body is None:
+            return self.http.post(f"/checkout/{key}")
+        return self.http.post(f"/checkout/{key}", json=body)
+
+    def order(self, order_id: int) -> dict[str, Any]:
+        response = self.http.get(f"/order/{order_id}")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def wait_for(self, order_id: int, *statuses: str, timeout: float = 20.0) -> dict[str, Any]:
+        wanted = statuses or TERMINAL
+        deadline = time.monotonic() + timeout
+        while True:
+            order = self.order(order_id)
+            if order["status"] in wanted:
+                return order
+            if time.monotonic() > deadline:
+                raise AssertionError(f"order {order_id} still {order['status']}: {order}")
+            time.sleep(0.05)
+
+    # --- the payment provider ---
+
+    def choose(self, payment_id: str, decision: str) -> httpx.Response:
+        """Press Pay or Decline on the provider's hosted page."""
+        return self.http.post(f"/provider/pay/{payment_id}/{decision}", follow_redirects=False)
+
+    def webhook(
+        self,
+        payment_id: str,
+        status: str,
+        amount_cents: int,
+        *,
+        event_id: str | None = None,
+        secret: str | None = None,
+        timestamp: int | None = None,
+        signature: str | None = None,
+        body: bytes | None = None,
+    ) -> httpx.Response:
+        """Call the webhook directly, signed unless told otherwise."""
+        raw = (
+            body
+            if body is not None
+            else json.dumps(
+                {"event_id": event_id or f"evt_{uuid.uuid4().hex}", "amount_cents": amount_cents}
+            ).encode()
+        )
+        headers = {"Content-Type": "application/json"}
+        if signature is None:
+            signature = sign_webhook(
+                secret or self.settings.webhook_secret,
+                int(time.time()) if timestamp is None else timestamp,
+                raw,
+            )
+        if signature:
+            headers[SIGNATURE_HEADER] = signature
+        return self.http.post(
+            f"/payment_webhook/{payment_id}/{status}", content=raw, headers=headers
+        )
+
+
+class Store(Shopper):
+    """The store running in-process (FastAPI TestClient), plus a window onto its tables."""
+
+    def __init__(self, client: TestClient, settings: Settings) -> None:
+        super().__init__(client, settings)
+        self.client = client
+        self.engine = sa.create_engine(settings.database.sync_url)
+
+    @classmethod
+    @contextmanager
+    def running(cls, settings: Settings, **adapters: Any) -> Iterator[Store]:
+        app = create_app(settings, **adapters)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            store = cls(client, settings)
+            try:
+                yield store
+            finally:
+                store.engine.dispose()
+
+    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(sa.text(sql), params)]
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.text(sql), params).scalar()
+
+    def event_types(self, order_id: int) -> list[str]:
+        return [e["type"] for e in self.order(order_id)["events"]]

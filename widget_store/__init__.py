@@ -1,0 +1,3 @@
+"""Widget Store: a storefront whose checkout is a durable DBOS saga."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,12 @@
+"""The HTTP API: one router per resource, and the error mapping."""
+
+from fastapi import APIRouter
+
+from widget_store.api import admin, orders, products, webhooks
+
+
+def api_router() -> APIRouter:
+    router = APIRouter()
+    for module in (products, orders, webhooks, admin):
+        router.include_router(module.router)
+    return router

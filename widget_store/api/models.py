@@ -1,0 +1,120 @@
+"""The HTTP API's request and response bodies (pydantic): the OpenAPI page documents them."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from widget_store.domain import (
+    DEFAULT_SHIPPING_ADDRESS,
+    MAX_ADDRESS_LENGTH,
+    MAX_LINES,
+    MAX_QUANTITY,
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProductOut(BaseModel):
+    product_id: int
+    sku: str
+    name: str
+    description: str
+    price_cents: int
+    inventory: int
+
+
+class LineIn(Strict):
+    product_id: Annotated[int, Field(ge=1, le=2**62, strict=True)]
+    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY, strict=True)]
+
+
+class CheckoutIn(Strict):
+    """A cart. No body (or `{}`) buys one unit of the first product."""
+
+    items: Annotated[list[LineIn] | None, Field(min_length=1, max_length=MAX_LINES)] = None
+    shipping_address: Annotated[str, Field(min_length=1, max_length=MAX_ADDRESS_LENGTH)] = (
+        DEFAULT_SHIPPING_ADDRESS
+    )
+
+    @field_validator("shipping_address")
+    @classmethod
+    def printable_address(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the shipping address is empty")
+        if any(unicodedata.category(ch).startswith("C") for ch in value):
+            raise ValueError("the shipping address contains control characters")
+        return value
+
+
+class CheckoutOut(BaseModel):
+    order_id: int
+    payment_id: str
+    payment_url: str | None
+    status: str
+
+
+class OrderItemOut(BaseModel):
+    product_id: int
+    quantity: int
+    unit_price_cents: int
+
+
+class OrderEventOut(BaseModel):
+    type: str
+    at: datetime
+    detail: str
+
+
+class OrderOut(BaseModel):
+    order_id: int
+    status: str
+    items: list[OrderItemOut]
+    total_cents: int
+    shipping_address: str
+    payment_id: str
+    payment_verdict: str | None
+    payment_deadline: datetime | None
+    tracking_number: str | None
+    progress_remaining: float | None
+    cancel_reason: str | None
+    created_at: datetime
+    events: list[OrderEventOut]
+
+
+class OrderSummaryOut(BaseModel):
+    order_id: int
+    status: str
+    total_cents: int
+    cancel_reason: str | None
+    tracking_number: str | None
+    created_at: datetime
+
+
+class OrderPageOut(BaseModel):
+    orders: list[OrderSummaryOut]
+    next_before: int | None = Field(description="pass as ?before= for the next page")
+
+
+class WebhookIn(Strict):
+    event_id: Annotated[str, Field(min_length=1, max_length=200)]
+    amount_cents: Annotated[int, Field(ge=0, le=2**62, strict=True)]
+
+
+class WebhookOut(BaseModel):
+    order_id: int
+    status: str
+
+
+class RestockIn(Strict):
+    inventory: Annotated[int, Field(ge=0, le=1_000_000, strict=True)] = 100
+
+
+class ErrorOut(BaseModel):
+    detail: str

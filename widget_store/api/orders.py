@@ -1,0 +1,88 @@
+"""Checkout and orders."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Path, Query
+
+from widget_store import checkout, queries
+from widget_store.api.deps import Reader
+from widget_store.api.models import CheckoutIn, CheckoutOut, ErrorOut, OrderOut, OrderPageOut
+from widget_store.domain import CheckoutRequest, LineItem, UnknownProduct
+
+router = APIRouter(tags=["orders"])
+
+IdempotencyKey = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="The client's idempotency key: the same key never creates two orders.",
+    ),
+]
+OrderId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+@router.post(
+    "/checkout/{idempotency_key}",
+    response_model=CheckoutOut,
+    responses={
+        409: {"model": ErrorOut, "description": "out of stock, or the key was reused"},
+        422: {"model": ErrorOut},
+        503: {"model": ErrorOut, "description": "still starting; retry with the same key"},
+    },
+)
+async def start_checkout(
+    idempotency_key: IdempotencyKey,
+    db: Reader,
+    cart: Annotated[CheckoutIn | None, Body()] = None,
+) -> dict[str, Any]:
+    """Create the order and hold its stock; reply with where to pay."""
+    request = await _checkout_request(db, cart or CheckoutIn())
+    await db.close()  # don't hold a pooled connection while the saga works
+    outcome = await checkout.start_checkout(idempotency_key, request)
+    return {
+        "order_id": outcome.order_id,
+        "payment_id": outcome.payment_id,
+        "payment_url": outcome.payment_url,
+        "status": outcome.status.value,
+    }
+
+
+async def _checkout_request(db: Reader, cart: CheckoutIn) -> CheckoutRequest:
+    if cart.items is None:
+        product = await queries.first_product(db)
+        if product is None:
+            raise HTTPException(409, "the catalog is empty")
+        items = [LineItem(product.product_id, 1)]
+    else:
+        items = [LineItem(line.product_id, line.quantity) for line in cart.items]
+    request = CheckoutRequest.of(items, cart.shipping_address)
+    known = await queries.prices_of(db, [line.product_id for line in request.items])
+    unknown = [line.product_id for line in request.items if line.product_id not in known]
+    if unknown:
+        raise UnknownProduct(unknown)
+    return request
+
+
+@router.get("/order/{order_id}", response_model=OrderOut, responses={404: {"model": ErrorOut}})
+async def get_order(order_id: OrderId, db: Reader) -> dict[str, Any]:
+    """An order: status, items, tracking, dispatch progress and its event log."""
+    order = await queries.order_details(db, order_id)
+    if order is None:
+        raise HTTPException(404, f"unknown order {order_id}")
+    return order
+
+
+@router.get("/orders", response_model=OrderPageOut)
+async def list_orders(
+    db: Reader,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+) -> dict[str, Any]:
+    """Recent orders, newest first; page with `?before=<next_before>`."""
+    orders = await queries.list_orders(db, limit=limit, before=before)
+    next_before = orders[-1]["order_id"] if len(orders) == limit else None
+    return {"orders": orders, "next_before": next_before}

@@ -1,0 +1,70 @@
+"""The payment provider's webhook."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from widget_store import checkout
+from widget_store.api.deps import settings
+from widget_store.api.models import ErrorOut, WebhookIn, WebhookOut
+from widget_store.domain import PaymentVerdict
+from widget_store.payments import SIGNATURE_HEADER, verify_webhook
+
+router = APIRouter(tags=["payment webhook"])
+
+
+class PaymentStatus(StrEnum):
+    PAID = "paid"
+    FAILED = "failed"
+
+
+async def signed_body(request: Request) -> bytes:
+    """The raw body, once its signature is proven: checked before anything else."""
+    body = await request.body()
+    verify_webhook(settings(request).webhook_secret, request.headers.get(SIGNATURE_HEADER), body)
+    return body
+
+
+@router.post(
+    "/payment_webhook/{payment_id}/{payment_status}",
+    response_model=WebhookOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": WebhookIn.model_json_schema()}},
+        },
+        "parameters": [
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "t=<unix seconds>,v1=<HMAC-SHA256 hex of f'{t}.{raw body}'>",
+            }
+        ],
+    },
+    responses={
+        400: {"model": ErrorOut, "description": "the amount is not the order's total"},
+        401: {"model": ErrorOut, "description": "unsigned, forged or stale"},
+        404: {"model": ErrorOut, "description": "unknown payment"},
+        409: {"model": ErrorOut, "description": "payment already decided or past its deadline"},
+    },
+)
+async def payment_webhook(
+    body: Annotated[bytes, Depends(signed_body)],
+    payment_id: Annotated[str, Path(min_length=1, max_length=64)],
+    payment_status: PaymentStatus,
+) -> dict[str, Any]:
+    """The provider's verdict on a payment: `paid` or `failed`."""
+    try:
+        payload = WebhookIn.model_validate_json(body)
+    except ValidationError as error:
+        raise RequestValidationError(error.errors(include_url=False)) from None
+    return await checkout.accept_payment_verdict(
+        payment_id, PaymentVerdict(payment_status.value), payload.event_id, payload.amount_cents
+    )

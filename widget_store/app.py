@@ -1,0 +1,102 @@
+"""create_app(): the one place that wires DBOS, the database, the adapters and the routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig
+from fastapi import FastAPI
+
+from widget_store import __version__, checkout
+from widget_store.api import api_router
+from widget_store.api.errors import install_error_handlers
+from widget_store.config import Settings
+from widget_store.payments import PaymentProvider
+from widget_store.provider import SimulatedPaymentProvider, provider_router
+from widget_store.shipping import ShippingService, SimulatedCarrier
+from widget_store.web import mount_web
+
+APP_NAME = "widget-store"
+# Without LISTEN/NOTIFY, SQLite hands messages over by polling; DBOS's default of 1 s
+# makes one checkout round trip take about 3 s.
+SQLITE_POLL_INTERVAL_S = 0.01
+
+
+def dbos_config(settings: Settings) -> DBOSConfig:
+    config: DBOSConfig = {
+        "name": APP_NAME,
+        "system_database_url": settings.database.system_url,
+        # Pinned, so that a restart after a code change still recovers in-flight orders.
+        "application_version": settings.app_version,
+        "executor_id": settings.executor_id,
+        "log_level": settings.log_level,
+    }
+    if settings.database.is_sqlite:
+        config["notification_listener_polling_interval_sec"] = SQLITE_POLL_INTERVAL_S
+    return config
+
+
+def create_app(
+    settings: Settings,
+    *,
+    payments: PaymentProvider | None = None,
+    shipping: ShippingService | None = None,
+) -> FastAPI:
+    """Build the store. `payments` and `shipping` replace the simulated adapters (tests)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        DBOS(config=dbos_config(settings))
+        datasource = await AsyncSQLAlchemyDatasource.create(
+            settings.database.async_url, engine_kwargs=_engine_kwargs(settings)
+        )
+        engine = datasource.engine
+        provider = SimulatedPaymentProvider(
+            engine,
+            settings.webhook_secret,
+            lambda: httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://widget-store.internal"
+            ),
+        )
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.provider = provider
+        checkout.install(
+            checkout.CheckoutServices(
+                datasource=datasource,
+                payments=payments or provider,
+                shipping=shipping or SimulatedCarrier(engine),
+                payment_timeout_s=settings.payment_timeout_s,
+                dispatch_s=settings.dispatch_s,
+                isolation_level="SERIALIZABLE" if settings.database.is_sqlite else "READ COMMITTED",
+            )
+        )
+        DBOS.launch()
+        try:
+            yield
+        finally:
+            DBOS.destroy()
+            await engine.dispose()
+
+    logging.getLogger("widget_store").setLevel(settings.log_level)
+    app = FastAPI(
+        title="Widget Store",
+        version=__version__,
+        description="A crash-proof storefront: every checkout is a durable DBOS saga.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(api_router())
+    app.include_router(provider_router(lambda request: request.app.state.provider))
+    mount_web(app)
+    return app
+
+
+def _engine_kwargs(settings: Settings) -> dict[str, Any]:
+    if settings.database.is_sqlite:
+        return {}
+    return {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}

@@ -1,0 +1,107 @@
+"""The `widget-store` command: `serve` and `migrate`.
+
+`serve` runs the app under gunicorn's master process with uvicorn workers. Gunicorn is
+the supervisor: when a worker dies (the crash button, `kill -9`), the master forks a new
+one at once, and DBOS in the new worker recovers every workflow the dead one left
+pending. Each worker slot keeps a stable DBOS executor ID across restarts, which is
+what lets the replacement recover its predecessor's workflows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+# Imported here, in the master, so forked workers start without paying for the imports.
+from widget_store.app import create_app
+from widget_store.config import ConfigError, Settings
+from widget_store.migrate import migrate
+
+log = logging.getLogger("widget_store.cli")
+EXECUTOR_ID_VARIABLE = "WIDGET_STORE_EXECUTOR_ID"
+
+
+def _assign_slot(server: Any, worker: Any) -> None:
+    """gunicorn pre_fork hook (master): give the new worker the lowest free slot."""
+    taken = {getattr(w, "slot", None) for w in server.WORKERS.values()}
+    worker.slot = next(slot for slot in range(len(taken) + 1) if slot not in taken)
+
+
+def _name_executor(server: Any, worker: Any) -> None:
+    """gunicorn post_fork hook (worker): the slot names the DBOS executor."""
+    os.environ[EXECUTOR_ID_VARIABLE] = f"widget-store-{worker.slot}"
+
+
+class StoreServer(BaseApplication):  # type: ignore[misc]
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        # Runs in each worker after post_fork, so the settings carry its executor ID.
+        return create_app(Settings.from_env())
+
+
+def serve(host: str, port: int, workers: int) -> None:
+    settings = Settings.from_env()
+    if settings.database.is_sqlite and workers > 1:
+        log.warning("the embedded SQLite database supports one worker; using 1")
+        workers = 1
+    print(f"Widget Store: migrating {settings.database.describe()}", flush=True)
+    migrate(settings)
+    print(f"Widget Store: serving on http://{host}:{port} ({workers} worker(s))", flush=True)
+    StoreServer(
+        {
+            "bind": f"{host}:{port}",
+            "workers": workers,
+            "worker_class": "uvicorn_worker.UvicornWorker",
+            "pre_fork": _assign_slot,
+            "post_fork": _name_executor,
+            "graceful_timeout": 10,
+            "timeout": 60,
+            "keepalive": 5,
+            "loglevel": settings.log_level.lower(),
+            "errorlog": "-",
+            # One control socket per user by default: two stores on one machine would clash.
+            "control_socket_disable": True,
+        }
+    ).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="widget-store", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="migrate, then serve the store (supervised)")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WIDGET_STORE_WORKERS", "1")),
+        help="app processes (PostgreSQL only; default WIDGET_STORE_WORKERS or 1)",
+    )
+    commands.add_parser("migrate", help="bring the configured database's schema to head")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            serve(args.host, args.port, max(1, args.workers))
+        else:
+            settings = Settings.from_env()
+            migrate(settings)
+            print(f"migrated {settings.database.describe()} to head")
+    except ConfigError as error:
+        sys.exit(f"widget-store: {error}")
+
+
+if __name__ == "__main__":
+    main()

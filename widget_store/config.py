@@ -1,0 +1,140 @@
+"""Settings, read from the environment in one place.
+
+Every variable is documented in the README's settings table. Defaults are safe for a
+demo on a laptop; `WIDGET_STORE_ENV=production` refuses the demo-only ones.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from widget_store import __version__
+
+# The package lives at <project>/widget_store, so the project root is one level up.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The embedded default: one SQLite file for DBOS's system tables and the store's tables.
+# dbos-config.yaml names the same file for `dbos migrate` (see the comment there).
+EMBEDDED_DATABASE = PROJECT_ROOT / ".data" / "widget_store.sqlite"
+DEMO_WEBHOOK_SECRET = "whsec_demo_widget_store_not_secret"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Environment(StrEnum):
+    DEMO = "demo"
+    PRODUCTION = "production"
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where the store lives, and the driver-specific URLs each consumer needs."""
+
+    url: sa.URL
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    @property
+    def system_url(self) -> str:
+        """The URL DBOS's system database takes (it chooses its own driver)."""
+        name = "sqlite" if self.is_sqlite else "postgresql"
+        return self.url.set(drivername=name).render_as_string(hide_password=False)
+
+    @property
+    def async_url(self) -> str:
+        """The URL of the store's async engine (the DBOS datasource)."""
+        name = "sqlite+aiosqlite" if self.is_sqlite else "postgresql+psycopg"
+        return self.url.set(drivername=name).render_as_string(hide_password=False)
+
+    @property
+    def sync_url(self) -> str:
+        """The URL Alembic migrates with."""
+        name = "sqlite" if self.is_sqlite else "postgresql+psycopg"
+        return self.url.set(drivername=name).render_as_string(hide_password=False)
+
+    def describe(self) -> str:
+        """The URL with any password hidden, for logs."""
+        return self.url.render_as_string(hide_password=True)
+
+    @classmethod
+    def parse(cls, raw: str | None) -> Database:
+        """Accept a PostgreSQL URL in its plain form, a sqlite:/// file, or nothing."""
+        if not raw:
+            return cls(sa.make_url(f"sqlite:///{EMBEDDED_DATABASE}"))
+        try:
+            url = sa.make_url(raw)
+        except sa.exc.ArgumentError as error:
+            raise ConfigError(f"WIDGET_STORE_DATABASE_URL is not a URL: {error}") from None
+        backend = url.get_backend_name()
+        if backend == "postgres":  # the Heroku-style alias
+            url = url.set(drivername="postgresql")
+        elif backend not in ("postgresql", "sqlite"):
+            raise ConfigError(
+                "WIDGET_STORE_DATABASE_URL must be a postgresql:// URL "
+                f"(or sqlite:///path for a file), not {backend}://"
+            )
+        if url.get_backend_name() == "sqlite" and not url.database:
+            raise ConfigError("WIDGET_STORE_DATABASE_URL: a sqlite URL needs a file path")
+        return cls(url)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: Database
+    payment_timeout_s: float = 900.0
+    dispatch_s: float = 10.0
+    webhook_secret: str = DEMO_WEBHOOK_SECRET
+    env: Environment = Environment.DEMO
+    admin_token: str | None = None
+    executor_id: str = "widget-store-0"
+    app_version: str = __version__
+    log_level: str = "INFO"
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every WIDGET_STORE_* variable, failing fast on a bad value."""
+        env = os.environ if environ is None else environ
+
+        def number(name: str, default: float, minimum: float) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+            if value < minimum or value != value or value == float("inf"):
+                raise ConfigError(f"{name} must be a finite number >= {minimum}, not {raw!r}")
+            return value
+
+        raw_env = env.get("WIDGET_STORE_ENV", Environment.DEMO.value).strip().lower()
+        try:
+            environment = Environment(raw_env)
+        except ValueError:
+            raise ConfigError(
+                f"WIDGET_STORE_ENV must be 'demo' or 'production', not {raw_env!r}"
+            ) from None
+        return cls(
+            database=Database.parse(env.get("WIDGET_STORE_DATABASE_URL", "").strip()),
+            payment_timeout_s=number("WIDGET_STORE_PAYMENT_TIMEOUT_S", 900.0, 0.1),
+            dispatch_s=number("WIDGET_STORE_DISPATCH_S", 10.0, 0.0),
+            webhook_secret=env.get("WIDGET_STORE_WEBHOOK_SECRET") or DEMO_WEBHOOK_SECRET,
+            env=environment,
+            admin_token=env.get("WIDGET_STORE_ADMIN_TOKEN") or None,
+            executor_id=env.get("WIDGET_STORE_EXECUTOR_ID") or "widget-store-0",
+            app_version=env.get("WIDGET_STORE_APP_VERSION") or __version__,
+            log_level=(env.get("WIDGET_STORE_LOG_LEVEL") or "INFO").upper(),
+        )

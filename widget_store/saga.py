@@ -1,0 +1,68 @@
+"""A small, reusable saga helper for DBOS workflows.
+
+Register each step's undo *before* running the step, so a step that did its work but
+crashed before its checkpoint is still undone. On failure, `rollback` runs the undos
+newest first, each retried with durable backoff until it succeeds: a compensation that
+fails must not leave stock or money stranded.
+
+An undo must be idempotent as a whole and made only of DBOS steps (a datasource
+transaction, a `DBOS.step`), so that replaying the workflow after a crash takes the
+same path: a failed attempt is checkpointed as failed, and the durable sleep between
+attempts survives restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from dbos import DBOS
+
+Undo = Callable[[str], Awaitable[object]]  # called with the reason for the rollback
+
+
+@dataclass(frozen=True)
+class Compensation:
+    name: str
+    undo: Undo
+
+
+class Saga:
+    def __init__(self, *, first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> None:
+        self._compensations: list[Compensation] = []
+        self._first_delay_s = first_delay_s
+        self._max_delay_s = max_delay_s
+
+    def on_rollback(self, name: str, undo: Undo) -> None:
+        """Remember how to undo the step about to run."""
+        self._compensations.append(Compensation(name, undo))
+
+    @property
+    def pending(self) -> list[str]:
+        """The compensations a rollback would run now, in the order it would run them."""
+        return [c.name for c in reversed(self._compensations)]
+
+    async def rollback(self, reason: str) -> None:
+        """Undo every registered step, newest first; each undo runs until it succeeds."""
+        while self._compensations:
+            compensation = self._compensations.pop()
+            await self._until_done(compensation, reason)
+
+    async def _until_done(self, compensation: Compensation, reason: str) -> None:
+        delay = self._first_delay_s
+        attempt = 1
+        while True:
+            try:
+                await compensation.undo(reason)
+                return
+            except Exception as error:
+                DBOS.logger.warning(
+                    "compensation %s failed (attempt %d, retrying in %.1fs): %r",
+                    compensation.name,
+                    attempt,
+                    delay,
+                    error,
+                )
+            await DBOS.sleep_async(delay)
+            delay = min(delay * 2, self._max_delay_s)
+            attempt += 1

@@ -1,0 +1,101 @@
+"""The store's tables, as SQLAlchemy Core: the Alembic target metadata.
+
+The simulated payment provider and carrier keep their own tables in their own modules;
+they are outside services that happen to share the database in this demo.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, PostgreSQL wants a BIGINT.
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python, whatever the backend."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+products = sa.Table(
+    "products",
+    metadata,
+    sa.Column("product_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("sku", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("price_cents", sa.Integer, nullable=False),
+    sa.Column("inventory", sa.Integer, nullable=False),
+    # The last line of defence against overselling: stock can never go negative.
+    sa.CheckConstraint("inventory >= 0", name="ck_products_inventory_not_negative"),
+    sa.CheckConstraint("price_cents > 0", name="ck_products_price_positive"),
+)
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    sa.Column("order_id", Id, primary_key=True, autoincrement=True),
+    # The client's idempotency key, which is also the checkout workflow's ID.
+    sa.Column("checkout_key", sa.String(128), nullable=False, unique=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("cancel_reason", sa.Text),
+    sa.Column("total_cents", sa.Integer, nullable=False),
+    sa.Column("shipping_address", sa.Text, nullable=False),
+    sa.Column("payment_id", sa.String(64), nullable=False, unique=True),
+    # awaiting -> paid | failed | timed_out, by one conditional UPDATE (see queries).
+    sa.Column("payment_verdict", sa.String(16)),
+    sa.Column("payment_deadline", UTCDateTime),
+    sa.Column("payment_event_id", sa.String(200)),
+    # captured -> refunded: the money actually held for this order.
+    sa.Column("payment_state", sa.String(16)),
+    # none -> held -> released: the stock actually held for this order.
+    sa.Column("reservation", sa.String(16), nullable=False, server_default="none"),
+    sa.Column("tracking_number", sa.String(64)),
+    sa.Column("dispatch_eta", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_orders_status", "status"),
+)
+
+order_items = sa.Table(
+    "order_items",
+    metadata,
+    sa.Column("order_id", Id, sa.ForeignKey("orders.order_id"), primary_key=True),
+    sa.Column("product_id", Id, sa.ForeignKey("products.product_id"), primary_key=True),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("unit_price_cents", sa.Integer, nullable=False),
+    sa.CheckConstraint("quantity > 0", name="ck_order_items_quantity_positive"),
+)
+
+order_events = sa.Table(
+    "order_events",
+    metadata,
+    sa.Column("event_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("order_id", Id, sa.ForeignKey("orders.order_id"), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index("ix_order_events_order", "order_id", "event_id"),
+)
