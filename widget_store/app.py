@@ -11,7 +11,7 @@ import httpx
 from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig
 from fastapi import FastAPI
 
-from widget_store import __version__, checkout
+from widget_store import __version__, steps
 from widget_store.api import api_router
 from widget_store.api.errors import install_error_handlers
 from widget_store.config import Settings
@@ -65,8 +65,8 @@ def create_app(
         app.state.settings = settings
         app.state.engine = engine
         app.state.provider = provider
-        checkout.install(
-            checkout.CheckoutServices(
+        steps.install(
+            steps.CheckoutServices(
                 datasource=datasource,
                 payments=payments or provider,
                 shipping=shipping or SimulatedCarrier(engine),

@@ -46,6 +46,7 @@ class CancelReason(StrEnum):
     PAYMENT_DECLINED = "payment declined"
     PAYMENT_TIMED_OUT = "payment timed out"
     SHIPPING_FAILED = "shipping failed"
+    UNKNOWN_PRODUCT = "unknown product"
     INTERNAL_ERROR = "internal error"
 
 
@@ -131,6 +132,14 @@ class PricedLine:
     product_id: int
     quantity: int
     unit_price_cents: int
+
+
+@dataclass(frozen=True)
+class CreatedOrder:
+    order_id: int
+    payment_id: str
+    total_cents: int
+    shipping_address: str
 
 
 @dataclass(frozen=True)
@@ -222,6 +231,10 @@ class OutOfStock(StoreError):
 
 class IdempotencyConflict(StoreError):
     pass
+
+
+class CheckoutRejected(StoreError):
+    """The checkout ended before the shopper could pay (other than for lack of stock)."""
 
 
 class CheckoutStillStarting(StoreError):

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
 from widget_store.domain import (
+    CheckoutRejected,
     CheckoutStillStarting,
     IdempotencyConflict,
     InvalidRequest,
@@ -32,6 +33,7 @@ STATUS: dict[type[StoreError], int] = {
     PaymentAmountMismatch: 400,
     OutOfStock: 409,
     IdempotencyConflict: 409,
+    CheckoutRejected: 409,
     PaymentClosed: 409,
     CheckoutStillStarting: 503,
 }
