@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,6 +19,16 @@ from widget_store.config import Settings
 from widget_store.payments import SIGNATURE_HEADER, sign_webhook
 
 TERMINAL = ("DISPATCHED", "CANCELLED")
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A checkout that is waiting for its payment."""
+
+    order_id: int
+    payment_id: str
+    total: int
+    payment_url: str
 
 
 def new_key() -> str:
@@ -132,6 +143,10 @@ class Store(Shopper):
     def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(sa.text(sql), params)]
+
+    def execute(self, sql: str, **params: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(sql), params)
 
     def scalar(self, sql: str, **params: Any) -> Any:
         with self.engine.connect() as conn:

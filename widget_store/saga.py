@@ -28,10 +28,17 @@ class Compensation:
 
 
 class Saga:
-    def __init__(self, *, first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        first_delay_s: float = 0.5,
+        max_delay_s: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] = DBOS.sleep_async,
+    ) -> None:
         self._compensations: list[Compensation] = []
         self._first_delay_s = first_delay_s
         self._max_delay_s = max_delay_s
+        self._sleep = sleep  # durable by default; tests pass a plain one
 
     def on_rollback(self, name: str, undo: Undo) -> None:
         """Remember how to undo the step about to run."""
@@ -63,6 +70,6 @@ class Saga:
                     delay,
                     error,
                 )
-            await DBOS.sleep_async(delay)
+            await self._sleep(delay)
             delay = min(delay * 2, self._max_delay_s)
             attempt += 1

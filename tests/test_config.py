@@ -1,0 +1,79 @@
+"""Settings come from the environment, with safe defaults, and fail fast on bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from widget_store.config import (
+    DEMO_WEBHOOK_SECRET,
+    EMBEDDED_DATABASE,
+    ConfigError,
+    Environment,
+    Settings,
+)
+
+
+def test_defaults_run_the_demo_on_the_embedded_sqlite_file() -> None:
+    settings = Settings.from_env({})
+    assert settings.database.is_sqlite
+    assert settings.database.url.database == str(EMBEDDED_DATABASE)
+    assert EMBEDDED_DATABASE.parent.name == ".data"
+    assert settings.payment_timeout_s == 900
+    assert settings.dispatch_s == 10
+    assert settings.webhook_secret == DEMO_WEBHOOK_SECRET
+    assert settings.env is Environment.DEMO
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:p@db:5432/shop",
+        "postgres://u:p@db:5432/shop",
+        "postgresql+psycopg://u:p@db/shop",
+    ],
+)
+def test_a_plain_postgres_url_gets_the_right_driver_for_each_consumer(url: str) -> None:
+    database = Settings.from_env({"WIDGET_STORE_DATABASE_URL": url}).database
+    assert not database.is_sqlite
+    assert database.system_url.startswith("postgresql://u:p@db")
+    assert database.async_url.startswith("postgresql+psycopg://")
+    assert database.sync_url.startswith("postgresql+psycopg://")
+    assert "p@" not in database.describe()
+
+
+def test_a_sqlite_file_url_is_accepted_too() -> None:
+    database = Settings.from_env({"WIDGET_STORE_DATABASE_URL": "sqlite:////tmp/x.sqlite"}).database
+    assert database.async_url == "sqlite+aiosqlite:////tmp/x.sqlite"
+    assert database.system_url == "sqlite:////tmp/x.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("WIDGET_STORE_DATABASE_URL", "mysql://x/y", "must be a postgresql://"),
+        ("WIDGET_STORE_DATABASE_URL", "not a url", "not a URL"),
+        ("WIDGET_STORE_PAYMENT_TIMEOUT_S", "soon", "must be a number"),
+        ("WIDGET_STORE_PAYMENT_TIMEOUT_S", "0", ">= 0.1"),
+        ("WIDGET_STORE_DISPATCH_S", "-1", ">= 0"),
+        ("WIDGET_STORE_DISPATCH_S", "nan", "finite"),
+        ("WIDGET_STORE_ENV", "staging", "'demo' or 'production'"),
+    ],
+)
+def test_bad_values_fail_fast_naming_the_variable(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        Settings.from_env({variable: value})
+    assert variable in str(refused.value)
+
+
+def test_numbers_and_the_environment_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "WIDGET_STORE_PAYMENT_TIMEOUT_S": "2.5",
+            "WIDGET_STORE_DISPATCH_S": "0",
+            "WIDGET_STORE_ENV": "Production",
+            "WIDGET_STORE_WEBHOOK_SECRET": "s3cret",
+        }
+    )
+    assert (settings.payment_timeout_s, settings.dispatch_s) == (2.5, 0.0)
+    assert settings.is_production
+    assert settings.webhook_secret == "s3cret"
