@@ -73,12 +73,17 @@ class Shopper:
     def wait_for(self, order_id: int, *statuses: str, timeout: float = 20.0) -> dict[str, Any]:
         wanted = statuses or TERMINAL
         deadline = time.monotonic() + timeout
+        order: dict[str, Any] = {}
         while True:
-            order = self.order(order_id)
-            if order["status"] in wanted:
-                return order
+            try:
+                order = self.order(order_id)
+            except httpx.TransportError:
+                pass  # the server is restarting: keep asking, as a browser would
+            else:
+                if order["status"] in wanted:
+                    return order
             if time.monotonic() > deadline:
-                raise AssertionError(f"order {order_id} still {order['status']}: {order}")
+                raise AssertionError(f"order {order_id} never became {wanted}: {order}")
             time.sleep(0.05)
 
     # --- the payment provider ---

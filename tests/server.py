@@ -1,0 +1,110 @@
+"""`widget-store serve` in a subprocess, the way a user runs it, for tests that crash it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def widget_store_command() -> list[str]:
+    script = Path(sys.executable).with_name("widget-store")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "widget_store.cli"]
+
+
+class ServerProcess:
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._env = {**os.environ, **env}
+        self._process: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=self.base_url, timeout=30)
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [*widget_store_command(), "serve", "--port", str(self.port)],
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def worker_pid(self, timeout: float = 60.0) -> int:
+        """Wait until the app serves, and return the pid of the worker that answered."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process is not None and self._process.poll() is not None:
+                raise AssertionError(f"widget-store serve exited:\n{self.log()}")
+            try:
+                response = self.http.get("/healthz", timeout=2)
+                if response.status_code == 200:
+                    pid: int = response.json()["pid"]
+                    return pid
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"widget-store serve never answered:\n{self.log()}")
+            time.sleep(0.05)
+
+    def kill_worker(self) -> int:
+        """kill -9 the app process, and return the pid of the one the supervisor starts."""
+        pid = self.worker_pid()
+        os.kill(pid, signal.SIGKILL)
+        return self.new_worker_after(pid)
+
+    def press_crash_button(self) -> int:
+        """POST /crash_application, and return the pid of the replacement app process."""
+        pid = self.worker_pid()
+        response = self.http.post("/crash_application")
+        assert response.status_code == 202, response.text
+        return self.new_worker_after(pid)
+
+    def new_worker_after(self, old_pid: int, timeout: float = 60.0) -> int:
+        deadline = time.monotonic() + timeout
+        while (pid := self.worker_pid(timeout)) == old_pid:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker {old_pid} was never replaced:\n{self.log()}")
+            time.sleep(0.02)
+        return pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        self.http.close()
+        if self._process is None or self._process.poll() is not None:
+            return
+        os.killpg(self._process.pid, signal.SIGTERM)
+        try:
+            self._process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+
+
+@contextmanager
+def running_server(env: Mapping[str, str], log_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(env, log_path)
+    server.start()
+    try:
+        server.worker_pid()
+        yield server
+    finally:
+        server.stop()
