@@ -94,7 +94,6 @@ class Settings:
     dispatch_s: float = 10.0
     webhook_secret: str = DEMO_WEBHOOK_SECRET
     env: Environment = Environment.DEMO
-    admin_token: str | None = None
     executor_id: str = "widget-store-0"
     app_version: str = __version__
     log_level: str = "INFO"
@@ -133,7 +132,6 @@ class Settings:
             dispatch_s=number("WIDGET_STORE_DISPATCH_S", 10.0, 0.0),
             webhook_secret=env.get("WIDGET_STORE_WEBHOOK_SECRET") or DEMO_WEBHOOK_SECRET,
             env=environment,
-            admin_token=env.get("WIDGET_STORE_ADMIN_TOKEN") or None,
             executor_id=env.get("WIDGET_STORE_EXECUTOR_ID") or "widget-store-0",
             app_version=env.get("WIDGET_STORE_APP_VERSION") or __version__,
             log_level=(env.get("WIDGET_STORE_LOG_LEVEL") or "INFO").upper(),
