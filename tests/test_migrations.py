@@ -60,7 +60,9 @@ def tables(url: str) -> set[str]:
 
 
 def run_cli(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WIDGET_STORE_DATABASE_URL": url}
+    # As a user with the venv activated: dbos-config.yaml calls `widget-store migrate`.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "WIDGET_STORE_DATABASE_URL": url}
     return subprocess.run(
         args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
     )

@@ -21,7 +21,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dbos import DBOS, SetWorkflowID
-from dbos._error import DBOSConflictingWorkflowError, DBOSMaxStepRetriesExceeded
+from dbos._error import (
+    DBOSConflictingWorkflowError,
+    DBOSMaxStepRetriesExceeded,
+    DBOSStepNondeterminismError,
+    DBOSUnexpectedStepError,
+)
 
 from widget_store import queries
 from widget_store.domain import (
@@ -116,25 +121,37 @@ async def checkout_workflow(request: CheckoutRequest) -> str:
         tracking = await _ship(placed)
 
         dispatched_at = await mark_paid(placed.order_id, tracking)
-        await DBOS.sleep_async(max(0.0, dispatched_at - time.time()))
+        await _sleep_until(dispatched_at)
         await complete_dispatch(placed.order_id)
         return OrderStatus.DISPATCHED.value
     except CheckoutFailed as failure:
         reason, short = failure.reason, failure.short
     except UnknownProduct:  # the route checks the catalog first; a product may vanish since
         reason, short = CancelReason.UNKNOWN_PRODUCT, ()
+    except (DBOSUnexpectedStepError, DBOSStepNondeterminismError):
+        # The code no longer matches this workflow's history. Compensating blind could
+        # undo an order that already shipped: stop, and leave it to an operator.
+        raise
     except Exception as error:  # a bug, or an outage past every retry: still compensate
         DBOS.logger.exception("checkout %s failed unexpectedly: %r", checkout_key, error)
         reason, short = CancelReason.INTERNAL_ERROR, ()
 
-    await saga.rollback(reason.value)
-    if order is not None:
-        await record_event("record_checkout_failed", order.order_id, OrderEvent.FAILED, reason)
+    await saga.rollback(reason.value)  # ends with cancel_order, which logs checkout_failed
     if not published:
         await DBOS.set_event_async(
             CHECKOUT_EVENT, _outcome(order, request, OrderStatus.CANCELLED, None, reason, short)
         )
     return OrderStatus.CANCELLED.value
+
+
+async def _sleep_until(epoch_s: float) -> None:
+    """A durable sleep until an absolute time, always checkpointed as one step.
+
+    DBOS skips a sleep of zero seconds without recording it, so a replay that computes
+    "no time left" would take one step fewer than the first run did; hence the floor.
+    On replay DBOS wakes at the time recorded first, whatever duration is passed.
+    """
+    await DBOS.sleep_async(max(0.001, epoch_s - time.time()))
 
 
 async def _ship(order: CreatedOrder) -> str:

@@ -246,7 +246,11 @@ async def _complete_dispatch(order_id: int) -> None:
 
 
 async def cancel_order(checkout_key: str, reason: str) -> None:
-    """Undo create_order: the order ends CANCELLED with the reason (if it exists)."""
+    """Undo create_order: the order ends CANCELLED with the reason (if it exists).
+
+    Always the last compensation to run, so it also writes the outcome to the log, in
+    the same transaction: nobody sees a CANCELLED order whose history is unfinished.
+    """
     await _transaction("cancel_order", _cancel_order, checkout_key, reason)
 
 
@@ -255,6 +259,7 @@ async def _cancel_order(checkout_key: str, reason: str) -> None:
     order_id = await queries.cancel_order(db, checkout_key, reason)
     if order_id is not None:
         await queries.append_event(db, order_id, OrderEvent.ORDER_CANCELLED, reason)
+        await queries.append_event(db, order_id, OrderEvent.FAILED, reason)
 
 
 async def release_inventory(order_id: int) -> None:
