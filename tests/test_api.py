@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from tests.helpers import Store, cart, new_key
-from widget_store.config import Environment, Settings
 
 
 def test_products_have_the_documented_shape(store: Store) -> None:
@@ -146,13 +144,6 @@ def test_restock_sets_every_products_stock(store: Store) -> None:
     assert store.http.post("/restock").json() == {"inventory": 100}
     assert set(store.stock().values()) == {100}
     assert store.http.post("/restock", json={"inventory": -1}).status_code == 422
-
-
-def test_the_crash_button_does_not_exist_in_production(settings: Settings) -> None:
-    production = replace(settings, env=Environment.PRODUCTION, webhook_secret="whsec_prod")
-    with Store.running(production) as store:
-        response = store.http.post("/crash_application")
-        assert response.status_code == 404
 
 
 def test_the_openapi_page_documents_the_api(store: Store) -> None:

@@ -77,3 +77,32 @@ def test_numbers_and_the_environment_are_read() -> None:
     assert (settings.payment_timeout_s, settings.dispatch_s) == (2.5, 0.0)
     assert settings.is_production
     assert settings.webhook_secret == "s3cret"
+
+
+PRODUCTION = {
+    "WIDGET_STORE_ENV": "production",
+    "WIDGET_STORE_WEBHOOK_SECRET": "whsec_a_real_secret",
+    "WIDGET_STORE_ADMIN_TOKEN": "a-long-admin-token-123",
+}
+
+
+def test_production_starts_with_its_own_secret_and_an_admin_token() -> None:
+    Settings.from_env(PRODUCTION).check_safe_to_start()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"WIDGET_STORE_WEBHOOK_SECRET": ""}, "not the demo secret"),
+        ({"WIDGET_STORE_WEBHOOK_SECRET": DEMO_WEBHOOK_SECRET}, "not the demo secret"),
+        ({"WIDGET_STORE_ADMIN_TOKEN": ""}, "needs WIDGET_STORE_ADMIN_TOKEN"),
+        ({"WIDGET_STORE_ADMIN_TOKEN": "short"}, "at least 16"),
+    ],
+)
+def test_production_refuses_demo_defaults(change: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({**PRODUCTION, **change}).check_safe_to_start()
+
+
+def test_the_demo_starts_with_its_defaults() -> None:
+    Settings.from_env({}).check_safe_to_start()

@@ -47,6 +47,7 @@ def create_app(
     shipping: ShippingService | None = None,
 ) -> FastAPI:
     """Build the store. `payments` and `shipping` replace the simulated adapters (tests)."""
+    settings.check_safe_to_start()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -53,6 +53,7 @@ class StoreServer(BaseApplication):  # type: ignore[misc]
 
 def serve(host: str, port: int, workers: int) -> None:
     settings = Settings.from_env()
+    settings.check_safe_to_start()
     if settings.database.is_sqlite and workers > 1:
         log.warning("the embedded SQLite database supports one worker; using 1")
         workers = 1

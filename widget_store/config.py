@@ -22,6 +22,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # dbos-config.yaml names the same file for `dbos migrate` (see the comment there).
 EMBEDDED_DATABASE = PROJECT_ROOT / ".data" / "widget_store.sqlite"
 DEMO_WEBHOOK_SECRET = "whsec_demo_widget_store_not_secret"
+MIN_ADMIN_TOKEN_LENGTH = 16
 
 
 class ConfigError(ValueError):
@@ -94,6 +95,7 @@ class Settings:
     dispatch_s: float = 10.0
     webhook_secret: str = DEMO_WEBHOOK_SECRET
     env: Environment = Environment.DEMO
+    admin_token: str | None = None
     executor_id: str = "widget-store-0"
     app_version: str = __version__
     log_level: str = "INFO"
@@ -101,6 +103,21 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.env is Environment.PRODUCTION
+
+    def check_safe_to_start(self) -> None:
+        """Refuse, in production, the defaults that are only fit for a demo."""
+        if not self.is_production:
+            return
+        if self.webhook_secret == DEMO_WEBHOOK_SECRET:
+            raise ConfigError(
+                "WIDGET_STORE_ENV=production needs its own WIDGET_STORE_WEBHOOK_SECRET, "
+                "not the demo secret"
+            )
+        if not self.admin_token or len(self.admin_token) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ConfigError(
+                "WIDGET_STORE_ENV=production needs WIDGET_STORE_ADMIN_TOKEN, "
+                f"at least {MIN_ADMIN_TOKEN_LENGTH} characters"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -132,6 +149,7 @@ class Settings:
             dispatch_s=number("WIDGET_STORE_DISPATCH_S", 10.0, 0.0),
             webhook_secret=env.get("WIDGET_STORE_WEBHOOK_SECRET") or DEMO_WEBHOOK_SECRET,
             env=environment,
+            admin_token=env.get("WIDGET_STORE_ADMIN_TOKEN") or None,
             executor_id=env.get("WIDGET_STORE_EXECUTOR_ID") or "widget-store-0",
             app_version=env.get("WIDGET_STORE_APP_VERSION") or __version__,
             log_level=(env.get("WIDGET_STORE_LOG_LEVEL") or "INFO").upper(),

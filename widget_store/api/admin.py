@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException
 
 from widget_store import queries
-from widget_store.api.deps import Reader, SettingsDep, Writer
+from widget_store.api.deps import Admin, Reader, SettingsDep, Writer
 from widget_store.api.models import ErrorOut, RestockIn
 
 router = APIRouter(tags=["admin"])
@@ -18,7 +18,7 @@ router = APIRouter(tags=["admin"])
 CRASH_DELAY_S = 0.05  # long enough for the reply to leave, short enough to be "at once"
 
 
-@router.post("/restock")
+@router.post("/restock", dependencies=[Admin], responses={401: {"model": ErrorOut}})
 async def restock(db: Writer, body: Annotated[RestockIn | None, Body()] = None) -> dict[str, Any]:
     """Set every product's stock to `inventory` (default 100)."""
     inventory = (body or RestockIn()).inventory

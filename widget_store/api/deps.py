@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from widget_store.config import Settings
@@ -33,6 +34,23 @@ async def writer(request: Request) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
+def require_admin(request: Request) -> None:
+    """In production, operator actions need `Authorization: Bearer <WIDGET_STORE_ADMIN_TOKEN>`.
+
+    The demo leaves them open, so that anyone trying the store can restock it.
+    """
+    config = settings(request)
+    if not config.is_production:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    expected = config.admin_token or ""
+    if scheme.lower() != "bearer" or not expected or not hmac.compare_digest(given, expected):
+        raise HTTPException(
+            401, "this action needs the admin bearer token", {"WWW-Authenticate": "Bearer"}
+        )
+
+
 SettingsDep = Annotated[Settings, Depends(settings)]
+Admin = Depends(require_admin)
 Reader = Annotated[AsyncConnection, Depends(reader)]
 Writer = Annotated[AsyncConnection, Depends(writer)]

@@ -1,0 +1,89 @@
+"""Production mode: safe defaults refused, the crash button gone, operator actions locked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from tests.helpers import Store
+from tests.server import widget_store_command
+from widget_store.app import create_app
+from widget_store.config import DEMO_WEBHOOK_SECRET, ConfigError, Environment, Settings
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+@pytest.fixture
+def production(settings: Settings) -> Iterator[Store]:
+    locked = replace(
+        settings,
+        env=Environment.PRODUCTION,
+        webhook_secret="whsec_production_secret",
+        admin_token=ADMIN_TOKEN,
+    )
+    with Store.running(locked) as store:
+        yield store
+
+
+def test_production_refuses_to_build_the_app_with_the_demo_secret(settings: Settings) -> None:
+    unsafe = replace(settings, env=Environment.PRODUCTION, webhook_secret=DEMO_WEBHOOK_SECRET)
+    with pytest.raises(ConfigError, match="demo secret"):
+        create_app(replace(unsafe, admin_token=ADMIN_TOKEN))
+
+
+def test_serve_refuses_to_start_in_production_without_an_admin_token() -> None:
+    env = {
+        **os.environ,
+        "WIDGET_STORE_ENV": "production",
+        "WIDGET_STORE_WEBHOOK_SECRET": "whsec_production_secret",
+        "WIDGET_STORE_ADMIN_TOKEN": "",
+    }
+    result = subprocess.run(
+        [*widget_store_command(), "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "WIDGET_STORE_ADMIN_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_crash_button_does_not_exist_in_production(production: Store) -> None:
+    response = production.http.post(
+        "/crash_application", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer", "Bearer wrong-token-wrong-token", f"Basic {ADMIN_TOKEN}", ADMIN_TOKEN],
+)
+def test_restock_needs_the_admin_bearer_token_in_production(
+    production: Store, authorization: str | None
+) -> None:
+    before = production.stock()
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    response = production.http.post("/restock", json={"inventory": 1}, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert ADMIN_TOKEN not in response.text
+    assert production.stock() == before
+
+
+def test_restock_works_with_the_admin_token(production: Store) -> None:
+    response = production.http.post(
+        "/restock", json={"inventory": 3}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    assert response.status_code == 200
+    assert set(production.stock().values()) == {3}
+
+
+def test_the_demo_leaves_operator_actions_open(store: Store) -> None:
+    assert store.http.post("/restock", json={"inventory": 5}).status_code == 200
