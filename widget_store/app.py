@@ -15,6 +15,7 @@ from widget_store import __version__, steps
 from widget_store.api import api_router
 from widget_store.api.errors import install_error_handlers
 from widget_store.config import Settings
+from widget_store.middleware import BodySizeLimit, SecurityHeaders
 from widget_store.payments import PaymentProvider
 from widget_store.provider import SimulatedPaymentProvider, provider_router
 from widget_store.shipping import ShippingService, SimulatedCarrier
@@ -90,6 +91,8 @@ def create_app(
         description="A crash-proof storefront: every checkout is a durable DBOS saga.",
         lifespan=lifespan,
     )
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodySizeLimit)
     install_error_handlers(app)
     app.include_router(api_router())
     app.include_router(provider_router(lambda request: request.app.state.provider))
