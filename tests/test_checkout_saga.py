@@ -110,6 +110,8 @@ def test_flaky_shipping_is_retried_until_dispatched(store: Store) -> None:
     order = store.wait_for(placed["order_id"])
     assert order["status"] == "DISPATCHED"
     assert order["tracking_number"]
+    created = [e for e in order["events"] if e["type"] == "CreateShipment_ok"]
+    assert created[0]["detail"] == f"{order['tracking_number']} (after 3 attempts)"
     shipments = store.rows("SELECT status FROM carrier_shipments")
     assert shipments == [{"status": "live"}]
 

@@ -44,6 +44,7 @@ from widget_store.domain import (
     PaymentClosed,
     PaymentNotFound,
     PaymentVerdict,
+    Shipment,
     ShortItem,
     UnknownProduct,
 )
@@ -118,9 +119,9 @@ async def checkout_workflow(request: CheckoutRequest) -> str:
             raise CheckoutFailed(reason_for(verdict))
 
         saga.on_rollback("CancelShipment", lambda _: cancel_shipment(placed.order_id))
-        tracking = await _ship(placed)
+        shipment = await _ship(placed)
 
-        dispatched_at = await mark_paid(placed.order_id, tracking)
+        dispatched_at = await mark_paid(placed.order_id, shipment)
         await _sleep_until(dispatched_at)
         await complete_dispatch(placed.order_id)
         return OrderStatus.DISPATCHED.value
@@ -154,7 +155,7 @@ async def _sleep_until(epoch_s: float) -> None:
     await DBOS.sleep_async(max(0.001, epoch_s - time.time()))
 
 
-async def _ship(order: CreatedOrder) -> str:
+async def _ship(order: CreatedOrder) -> Shipment:
     try:
         return await create_shipment(order.order_id, order.shipping_address)
     except (ShippingRejected, DBOSMaxStepRetriesExceeded) as error:

@@ -143,6 +143,12 @@ class CreatedOrder:
 
 
 @dataclass(frozen=True)
+class Shipment:
+    tracking_number: str
+    attempts: int  # how many calls to the carrier it took
+
+
+@dataclass(frozen=True)
 class CheckoutOutcome:
     """What the checkout route tells the shopper once stock is held (or refused)."""
 

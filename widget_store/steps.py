@@ -28,6 +28,7 @@ from widget_store.domain import (
     OrderEvent,
     OrderStatus,
     PaymentVerdict,
+    Shipment,
     ShortItem,
     describe_shortages,
     order_total,
@@ -192,9 +193,12 @@ def _is_transient(error: BaseException) -> bool:
     backoff_rate=2.0,
     should_retry=_is_transient,
 )
-async def create_shipment(order_id: int, address: str) -> str:
+async def create_shipment(order_id: int, address: str) -> Shipment:
     """Book the shipment (idempotent by key); transient failures retry with backoff."""
-    return await services().shipping.create_shipment(f"order-{order_id}", address)
+    tracking_number = await services().shipping.create_shipment(f"order-{order_id}", address)
+    status = DBOS.step_status
+    attempt = status.current_attempt if status and status.current_attempt is not None else 0
+    return Shipment(tracking_number, attempts=attempt + 1)
 
 
 async def record_event(name: str, order_id: int, event: OrderEvent, detail: str = "") -> None:
@@ -206,14 +210,12 @@ async def _record_event(order_id: int, event: OrderEvent, detail: str) -> None:
     await queries.append_event(_db(), order_id, event, detail)
 
 
-async def mark_paid(order_id: int, tracking_number: str) -> float:
+async def mark_paid(order_id: int, shipment: Shipment) -> float:
     """PENDING -> PAID with its tracking number; returns when dispatch will be done."""
-    return await _transaction(
-        "mark_paid", _mark_paid, order_id, tracking_number, services().dispatch_s
-    )
+    return await _transaction("mark_paid", _mark_paid, order_id, shipment, services().dispatch_s)
 
 
-async def _mark_paid(order_id: int, tracking_number: str, dispatch_s: float) -> float:
+async def _mark_paid(order_id: int, shipment: Shipment, dispatch_s: float) -> float:
     db = _db()
     eta = datetime.now(UTC) + timedelta(seconds=dispatch_s)
     paid = await queries.set_status(
@@ -221,11 +223,13 @@ async def _mark_paid(order_id: int, tracking_number: str, dispatch_s: float) -> 
         order_id,
         old=OrderStatus.PENDING,
         new=OrderStatus.PAID,
-        tracking_number=tracking_number,
+        tracking_number=shipment.tracking_number,
         dispatch_eta=eta,
     )
     if paid:
-        await queries.append_event(db, order_id, OrderEvent.SHIPMENT_CREATED, tracking_number)
+        tries = "" if shipment.attempts == 1 else f" (after {shipment.attempts} attempts)"
+        detail = f"{shipment.tracking_number}{tries}"
+        await queries.append_event(db, order_id, OrderEvent.SHIPMENT_CREATED, detail)
         await queries.append_event(db, order_id, OrderEvent.DISPATCH_STARTED, f"{dispatch_s:g}s")
     return eta.timestamp()
 
