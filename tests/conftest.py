@@ -25,7 +25,14 @@ from widget_store.schema import products
 
 PG_URL_VARIABLE = "WIDGET_STORE_TEST_DATABASE_URL"
 REQUIRE_PG_VARIABLE = "WIDGET_STORE_REQUIRE_POSTGRES"
-STORE_TABLES = ["order_events", "order_items", "orders", "provider_payments", "carrier_shipments"]
+STORE_TABLES = [
+    "dead_letters",
+    "order_events",
+    "order_items",
+    "orders",
+    "provider_payments",
+    "carrier_shipments",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:

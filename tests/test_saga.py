@@ -88,3 +88,40 @@ def test_base_exceptions_are_not_swallowed(error: type[BaseException]) -> None:
     saga.on_rollback("CancelOrder", interrupted)
     with pytest.raises(error):
         run(saga.rollback("x"))
+
+
+class FakeDeadLetters:
+    def __init__(self, log: Recorder) -> None:
+        self.log = log
+
+    async def park(self, compensation: str, error: str, attempts: int) -> None:
+        self.log.calls.append(f"park {compensation} after {attempts}: {error}")
+
+    async def resolved(self, compensation: str) -> None:
+        self.log.calls.append(f"resolved {compensation}")
+
+
+def test_a_compensation_that_keeps_failing_is_parked_then_retried_until_it_succeeds() -> None:
+    log = Recorder()
+    saga = Saga(park_after=3, dead_letters=FakeDeadLetters(log), sleep=log.sleep)
+    saga.on_rollback("CancelOrder", log.undo("cancel"))
+    saga.on_rollback("RefundPayment", log.undo("refund", failures=7))
+
+    run(saga.rollback("shipping failed"))
+
+    parks = [call for call in log.calls if call.startswith("park")]
+    assert parks == [
+        "park RefundPayment after 3: RuntimeError('refund is down')",
+        "park RefundPayment after 6: RuntimeError('refund is down')",
+    ]
+    assert log.calls.count("refund(shipping failed)") == 8
+    assert log.calls[-2:] == ["resolved RefundPayment", "cancel(shipping failed)"]
+    assert len(log.sleeps) == 5, "no sleep right after parking: the park itself waited"
+
+
+def test_a_compensation_that_never_parked_is_not_reported_resolved() -> None:
+    log = Recorder()
+    saga = Saga(park_after=3, dead_letters=FakeDeadLetters(log), sleep=log.sleep)
+    saga.on_rollback("RefundPayment", log.undo("refund", failures=1))
+    run(saga.rollback("x"))
+    assert not [call for call in log.calls if call.startswith(("park", "resolved"))]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from widget_store import __version__, steps
 from widget_store.api import api_router
+from widget_store.api import faults as faults_api
 from widget_store.api.errors import install_error_handlers
 from widget_store.config import Settings
 from widget_store.middleware import BodySizeLimit, SecurityHeaders
@@ -44,10 +45,14 @@ def dbos_config(settings: Settings) -> DBOSConfig:
 def create_app(
     settings: Settings,
     *,
-    payments: PaymentProvider | None = None,
-    shipping: ShippingService | None = None,
+    payments: Callable[[PaymentProvider], PaymentProvider] | None = None,
+    shipping: Callable[[ShippingService], ShippingService] | None = None,
 ) -> FastAPI:
-    """Build the store. `payments` and `shipping` replace the simulated adapters (tests)."""
+    """Build the store on the simulated provider and carrier.
+
+    `payments` and `shipping`, if given, wrap those adapters (tests use them to make an
+    outside service misbehave).
+    """
     settings.check_safe_to_start()
 
     @asynccontextmanager
@@ -64,17 +69,20 @@ def create_app(
                 transport=httpx.ASGITransport(app=app), base_url="http://widget-store.internal"
             ),
         )
+        carrier = SimulatedCarrier(engine)
         app.state.settings = settings
         app.state.engine = engine
         app.state.provider = provider
         steps.install(
             steps.CheckoutServices(
                 datasource=datasource,
-                payments=payments or provider,
-                shipping=shipping or SimulatedCarrier(engine),
+                payments=payments(provider) if payments else provider,
+                shipping=shipping(carrier) if shipping else carrier,
                 payment_timeout_s=settings.payment_timeout_s,
                 dispatch_s=settings.dispatch_s,
                 isolation_level="SERIALIZABLE" if settings.database.is_sqlite else "READ COMMITTED",
+                compensation_attempts=settings.compensation_attempts,
+                dead_letter_retry_s=settings.dead_letter_retry_s,
             )
         )
         DBOS.launch()
@@ -95,6 +103,8 @@ def create_app(
     app.add_middleware(BodySizeLimit)
     install_error_handlers(app)
     app.include_router(api_router())
+    if settings.fault_injection:
+        app.include_router(faults_api.router)
     app.include_router(provider_router(lambda request: request.app.state.provider))
     mount_web(app)
     return app

@@ -28,7 +28,8 @@ from dbos._error import (
     DBOSUnexpectedStepError,
 )
 
-from widget_store import queries
+from widget_store import faults, queries
+from widget_store.dead_letters import ParkedCompensations
 from widget_store.domain import (
     CancelReason,
     CheckoutOutcome,
@@ -91,12 +92,14 @@ async def checkout_workflow(request: CheckoutRequest) -> str:
     """
     checkout_key = DBOS.workflow_id
     assert checkout_key is not None
-    saga = Saga()
+    svc = services()
+    saga = Saga(park_after=svc.compensation_attempts)
     order: CreatedOrder | None = None
     published = False
     try:
         saga.on_rollback("CancelOrder", lambda reason: cancel_order(checkout_key, reason))
         order = placed = await create_order(checkout_key, request)
+        saga.use_dead_letters(ParkedCompensations(placed.order_id, checkout_key))
 
         saga.on_rollback("ReleaseReservation", lambda _: release_inventory(placed.order_id))
         short = await reserve_inventory(placed.order_id)
@@ -109,11 +112,13 @@ async def checkout_workflow(request: CheckoutRequest) -> str:
             CHECKOUT_EVENT, _outcome(placed, request, OrderStatus.PENDING, payment_url)
         )
         published = True
+        faults.after_step("publish_checkout")
 
         saga.on_rollback("RefundPayment", lambda _: refund_payment(placed))
         # The webhook's message only wakes us up: the webhook wrote the verdict to the
         # order row first, and charge_payment reads it from there.
         await DBOS.recv_async(PAYMENT_TOPIC, timeout_seconds=max(0.0, deadline - time.time()))
+        faults.after_step("await_payment")
         verdict = await charge_payment(placed.order_id)
         if verdict is not PaymentVerdict.PAID:
             raise CheckoutFailed(reason_for(verdict))
@@ -123,6 +128,7 @@ async def checkout_workflow(request: CheckoutRequest) -> str:
 
         dispatched_at = await mark_paid(placed.order_id, shipment)
         await _sleep_until(dispatched_at)
+        faults.after_step("dispatch")
         await complete_dispatch(placed.order_id)
         return OrderStatus.DISPATCHED.value
     except CheckoutFailed as failure:

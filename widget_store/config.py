@@ -96,6 +96,9 @@ class Settings:
     webhook_secret: str = DEMO_WEBHOOK_SECRET
     env: Environment = Environment.DEMO
     admin_token: str | None = None
+    compensation_attempts: int = 8
+    dead_letter_retry_s: float = 3600.0
+    fault_injection: bool = False
     executor_id: str = "widget-store-0"
     app_version: str = __version__
     log_level: str = "INFO"
@@ -108,6 +111,8 @@ class Settings:
         """Refuse, in production, the defaults that are only fit for a demo."""
         if not self.is_production:
             return
+        if self.fault_injection:
+            raise ConfigError("WIDGET_STORE_FAULT_INJECTION is for tests; never in production")
         if self.webhook_secret == DEMO_WEBHOOK_SECRET:
             raise ConfigError(
                 "WIDGET_STORE_ENV=production needs its own WIDGET_STORE_WEBHOOK_SECRET, "
@@ -150,6 +155,9 @@ class Settings:
             webhook_secret=env.get("WIDGET_STORE_WEBHOOK_SECRET") or DEMO_WEBHOOK_SECRET,
             env=environment,
             admin_token=env.get("WIDGET_STORE_ADMIN_TOKEN") or None,
+            compensation_attempts=int(number("WIDGET_STORE_COMPENSATION_ATTEMPTS", 8, 1)),
+            dead_letter_retry_s=number("WIDGET_STORE_DEAD_LETTER_RETRY_S", 3600.0, 1.0),
+            fault_injection=env.get("WIDGET_STORE_FAULT_INJECTION", "") == "1",
             executor_id=env.get("WIDGET_STORE_EXECUTOR_ID") or "widget-store-0",
             app_version=env.get("WIDGET_STORE_APP_VERSION") or __version__,
             log_level=(env.get("WIDGET_STORE_LOG_LEVEL") or "INFO").upper(),

@@ -68,6 +68,9 @@ class OrderEvent(StrEnum):
     RESERVATION_RELEASED = "ReleaseReservation"
     PAYMENT_REFUNDED = "RefundPayment"
     SHIPMENT_CANCELLED = "CancelShipment"
+    # A compensation that kept failing, parked for an operator; and its retry.
+    COMPENSATION_PARKED = "Compensation_parked"
+    COMPENSATION_RETRIED = "Compensation_retried"
     # Outcomes.
     COMPLETE = "checkout_complete"
     FAILED = "checkout_failed"
@@ -253,6 +256,14 @@ class PaymentNotFound(StoreError):
 
 class PaymentAmountMismatch(StoreError):
     pass
+
+
+class DeadLetterNotFound(StoreError):
+    pass
+
+
+class DeadLetterNotParked(StoreError):
+    """Only a parked compensation can be retried; this one is already retrying or done."""
 
 
 class PaymentClosed(StoreError):

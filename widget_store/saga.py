@@ -5,6 +5,11 @@ crashed before its checkpoint is still undone. On failure, `rollback` runs the u
 newest first, each retried with durable backoff until it succeeds: a compensation that
 fails must not leave stock or money stranded.
 
+A compensation that keeps failing (a refund endpoint down for hours) is not retried in
+a tight loop forever: after `park_after` attempts it is handed to a `DeadLetters`
+policy, which records it somewhere an operator can see it and waits for a retry. It
+never silently disappears.
+
 An undo must be idempotent as a whole and made only of DBOS steps (a datasource
 transaction, a `DBOS.step`), so that replaying the workflow after a crash takes the
 same path: a failed attempt is checkpointed as failed, and the durable sleep between
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from dbos import DBOS
 
@@ -27,18 +33,36 @@ class Compensation:
     undo: Undo
 
 
+class DeadLetters(Protocol):
+    async def park(self, compensation: str, error: str, attempts: int) -> None:
+        """Make the stuck compensation visible, then wait until it should be tried again."""
+        ...
+
+    async def resolved(self, compensation: str) -> None:
+        """The parked compensation finally succeeded."""
+        ...
+
+
 class Saga:
     def __init__(
         self,
         *,
         first_delay_s: float = 0.5,
         max_delay_s: float = 30.0,
+        park_after: int | None = None,
+        dead_letters: DeadLetters | None = None,
         sleep: Callable[[float], Awaitable[None]] = DBOS.sleep_async,
     ) -> None:
         self._compensations: list[Compensation] = []
         self._first_delay_s = first_delay_s
         self._max_delay_s = max_delay_s
+        self._park_after = park_after
+        self._dead_letters = dead_letters
         self._sleep = sleep  # durable by default; tests pass a plain one
+
+    def use_dead_letters(self, dead_letters: DeadLetters) -> None:
+        """Where to park compensations that keep failing (once there is somewhere)."""
+        self._dead_letters = dead_letters
 
     def on_rollback(self, name: str, undo: Undo) -> None:
         """Remember how to undo the step about to run."""
@@ -57,19 +81,24 @@ class Saga:
 
     async def _until_done(self, compensation: Compensation, reason: str) -> None:
         delay = self._first_delay_s
-        attempt = 1
+        attempts = 0
+        parked = False
         while True:
             try:
                 await compensation.undo(reason)
-                return
             except Exception as error:
+                attempts += 1
                 DBOS.logger.warning(
-                    "compensation %s failed (attempt %d, retrying in %.1fs): %r",
-                    compensation.name,
-                    attempt,
-                    delay,
-                    error,
+                    "compensation %s failed (attempt %d): %r", compensation.name, attempts, error
                 )
-            await self._sleep(delay)
-            delay = min(delay * 2, self._max_delay_s)
-            attempt += 1
+                if self._dead_letters and self._park_after and attempts % self._park_after == 0:
+                    parked = True
+                    await self._dead_letters.park(compensation.name, repr(error), attempts)
+                    delay = self._first_delay_s  # a retry after parking starts afresh
+                    continue
+                await self._sleep(delay)
+                delay = min(delay * 2, self._max_delay_s)
+                continue
+            if parked and self._dead_letters:
+                await self._dead_letters.resolved(compensation.name)
+            return

@@ -99,3 +99,20 @@ order_events = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Index("ix_order_events_order", "order_id", "event_id"),
 )
+
+# Compensations that kept failing and wait for an operator (or the next automatic retry).
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("dead_letter_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("order_id", Id, sa.ForeignKey("orders.order_id"), nullable=False),
+    sa.Column("workflow_id", sa.String(128), nullable=False),
+    sa.Column("compensation", sa.String(64), nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    # parked -> retrying -> resolved (or parked again)
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("parked_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("order_id", "compensation", name="uq_dead_letters_order_compensation"),
+)

@@ -11,6 +11,7 @@ renaming one breaks the recovery of checkouts in flight at the time.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 from dbos import DBOS, AsyncSQLAlchemyDatasource
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from widget_store import queries
+from widget_store import faults, queries
 from widget_store.domain import (
     CancelReason,
     CheckoutRequest,
@@ -35,7 +36,7 @@ from widget_store.domain import (
     price_lines,
 )
 from widget_store.payments import PaymentProvider, PaymentRequest
-from widget_store.shipping import ShippingService, ShippingUnavailable
+from widget_store.shipping import ShippingRejected, ShippingService
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -52,6 +53,8 @@ class CheckoutServices:
     payment_timeout_s: float
     dispatch_s: float
     isolation_level: Literal["READ COMMITTED", "SERIALIZABLE"]
+    compensation_attempts: int = 8  # failures before a compensation is parked
+    dead_letter_retry_s: float = 3600.0  # a parked compensation retries by itself this often
 
 
 _services: CheckoutServices | None = None
@@ -68,7 +71,7 @@ def services() -> CheckoutServices:
     return _services
 
 
-async def _transaction(
+async def transaction(
     name: str, body: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
 ) -> R:
     """Run `body` as one exactly-once datasource transaction, checkpointed as `name`.
@@ -78,11 +81,33 @@ async def _transaction(
     """
     svc = services()
     options: Any = {"name": name, "isolation_level": svc.isolation_level}
-    return await svc.datasource.run_tx_step_async(options, body, *args, **kwargs)
+    result = await svc.datasource.run_tx_step_async(options, body, *args, **kwargs)
+    faults.after_step(name)
+    return result
 
 
-def _db() -> AsyncSession:
+def session() -> AsyncSession:
+    """The SQL session of the datasource transaction running now."""
     return services().datasource.sql_session()
+
+
+def _step(
+    name: str, **options: Any
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """A DBOS step checkpointed as `name`, followed by the fault-injection hook."""
+
+    def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        durable = DBOS.step(name=name, **options)(fn)
+
+        @functools.wraps(fn)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            result = await durable(*args, **kwargs)
+            faults.after_step(name)
+            return result
+
+        return run
+
+    return decorate
 
 
 # --- forward steps --------------------------------------------------------------------
@@ -90,11 +115,11 @@ def _db() -> AsyncSession:
 
 async def create_order(checkout_key: str, request: CheckoutRequest) -> CreatedOrder:
     """A PENDING order with its lines, prices frozen now. Once per key (unique column)."""
-    return await _transaction("create_order", _create_order, checkout_key, request)
+    return await transaction("create_order", _create_order, checkout_key, request)
 
 
 async def _create_order(checkout_key: str, request: CheckoutRequest) -> CreatedOrder:
-    db = _db()
+    db = session()
     prices = await queries.prices_of(db, [item.product_id for item in request.items])
     lines = price_lines(request.items, prices)
     total = order_total(lines)
@@ -114,11 +139,11 @@ async def _create_order(checkout_key: str, request: CheckoutRequest) -> CreatedO
 
 async def reserve_inventory(order_id: int) -> tuple[ShortItem, ...]:
     """Hold stock for every line or none; returns the short lines (empty when held)."""
-    return await _transaction("reserve_inventory", _reserve_inventory, order_id)
+    return await transaction("reserve_inventory", _reserve_inventory, order_id)
 
 
 async def _reserve_inventory(order_id: int) -> tuple[ShortItem, ...]:
-    db = _db()
+    db = session()
     short = await queries.reserve_stock(db, order_id)
     if short:
         await queries.append_event(
@@ -131,11 +156,11 @@ async def _reserve_inventory(order_id: int) -> tuple[ShortItem, ...]:
 
 async def open_payment(order_id: int) -> float:
     """Start waiting for the provider's verdict; returns the deadline (epoch seconds)."""
-    return await _transaction("open_payment", _open_payment, order_id, services().payment_timeout_s)
+    return await transaction("open_payment", _open_payment, order_id, services().payment_timeout_s)
 
 
 async def _open_payment(order_id: int, timeout_s: float) -> float:
-    db = _db()
+    db = session()
     deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
     await queries.open_payment(db, order_id, deadline)
     await queries.append_event(
@@ -144,7 +169,7 @@ async def _open_payment(order_id: int, timeout_s: float) -> float:
     return deadline.timestamp()
 
 
-@DBOS.step(name="register_payment", retries_allowed=True, max_attempts=8, interval_seconds=0.5)
+@_step("register_payment", retries_allowed=True, max_attempts=8, interval_seconds=0.5)
 async def register_payment(order: CreatedOrder, expires_at: float) -> str:
     """Open the payment at the provider (idempotent by payment ID); returns its page."""
     return await services().payments.create_payment(
@@ -160,11 +185,11 @@ async def register_payment(order: CreatedOrder, expires_at: float) -> str:
 
 async def charge_payment(order_id: int) -> PaymentVerdict:
     """Settle the verdict (none by now means timed out) and record a captured payment."""
-    return await _transaction("charge_payment", _charge_payment, order_id)
+    return await transaction("charge_payment", _charge_payment, order_id)
 
 
 async def _charge_payment(order_id: int) -> PaymentVerdict:
-    db = _db()
+    db = session()
     verdict = await queries.close_verdict(db, order_id)
     if verdict is PaymentVerdict.PAID:
         if await queries.set_payment_state(db, order_id, old=None, new="captured"):
@@ -182,11 +207,13 @@ def reason_for(verdict: PaymentVerdict) -> CancelReason:
 
 
 def _is_transient(error: BaseException) -> bool:
-    return isinstance(error, ShippingUnavailable)
+    """Everything but a rejected address is worth retrying: a carrier hiccup, a database
+    blip. Only a permanent rejection may cancel a paid order."""
+    return not isinstance(error, ShippingRejected)
 
 
-@DBOS.step(
-    name="create_shipment",
+@_step(
+    "create_shipment",
     retries_allowed=True,
     max_attempts=5,
     interval_seconds=0.2,
@@ -203,20 +230,20 @@ async def create_shipment(order_id: int, address: str) -> Shipment:
 
 async def record_event(name: str, order_id: int, event: OrderEvent, detail: str = "") -> None:
     """Append to the order's event log as a step of its own, checkpointed as `name`."""
-    await _transaction(name, _record_event, order_id, event, detail)
+    await transaction(name, _record_event, order_id, event, detail)
 
 
 async def _record_event(order_id: int, event: OrderEvent, detail: str) -> None:
-    await queries.append_event(_db(), order_id, event, detail)
+    await queries.append_event(session(), order_id, event, detail)
 
 
 async def mark_paid(order_id: int, shipment: Shipment) -> float:
     """PENDING -> PAID with its tracking number; returns when dispatch will be done."""
-    return await _transaction("mark_paid", _mark_paid, order_id, shipment, services().dispatch_s)
+    return await transaction("mark_paid", _mark_paid, order_id, shipment, services().dispatch_s)
 
 
 async def _mark_paid(order_id: int, shipment: Shipment, dispatch_s: float) -> float:
-    db = _db()
+    db = session()
     eta = datetime.now(UTC) + timedelta(seconds=dispatch_s)
     paid = await queries.set_status(
         db,
@@ -236,11 +263,11 @@ async def _mark_paid(order_id: int, shipment: Shipment, dispatch_s: float) -> fl
 
 async def complete_dispatch(order_id: int) -> None:
     """PAID -> DISPATCHED: the checkout is complete."""
-    await _transaction("complete_dispatch", _complete_dispatch, order_id)
+    await transaction("complete_dispatch", _complete_dispatch, order_id)
 
 
 async def _complete_dispatch(order_id: int) -> None:
-    db = _db()
+    db = session()
     if await queries.set_status(db, order_id, old=OrderStatus.PAID, new=OrderStatus.DISPATCHED):
         await queries.append_event(db, order_id, OrderEvent.DISPATCHED)
         await queries.append_event(db, order_id, OrderEvent.COMPLETE)
@@ -255,11 +282,11 @@ async def cancel_order(checkout_key: str, reason: str) -> None:
     Always the last compensation to run, so it also writes the outcome to the log, in
     the same transaction: nobody sees a CANCELLED order whose history is unfinished.
     """
-    await _transaction("cancel_order", _cancel_order, checkout_key, reason)
+    await transaction("cancel_order", _cancel_order, checkout_key, reason)
 
 
 async def _cancel_order(checkout_key: str, reason: str) -> None:
-    db = _db()
+    db = session()
     order_id = await queries.cancel_order(db, checkout_key, reason)
     if order_id is not None:
         await queries.append_event(db, order_id, OrderEvent.ORDER_CANCELLED, reason)
@@ -268,11 +295,11 @@ async def _cancel_order(checkout_key: str, reason: str) -> None:
 
 async def release_inventory(order_id: int) -> None:
     """Undo reserve_inventory: held stock goes back on the shelf, once."""
-    await _transaction("release_inventory", _release_inventory, order_id)
+    await transaction("release_inventory", _release_inventory, order_id)
 
 
 async def _release_inventory(order_id: int) -> None:
-    db = _db()
+    db = session()
     released = await queries.release_stock(db, order_id)
     if released:
         detail = ", ".join(f"{line.quantity} x product {line.product_id}" for line in released)
@@ -281,25 +308,25 @@ async def _release_inventory(order_id: int) -> None:
 
 async def refund_payment(order: CreatedOrder) -> None:
     """Undo the charge: if the provider said paid, refund it (idempotency key), record it."""
-    if not await _transaction("check_refund", _refund_due, order.order_id):
+    if not await transaction("check_refund", _refund_due, order.order_id):
         return
     refund_id = await request_refund(order.payment_id, order.total_cents)
-    await _transaction("record_refund", _record_refund, order.order_id, refund_id)
+    await transaction("record_refund", _record_refund, order.order_id, refund_id)
 
 
 async def _refund_due(order_id: int) -> bool:
-    verdict, state = await queries.payment_of(_db(), order_id)
+    verdict, state = await queries.payment_of(session(), order_id)
     return verdict == PaymentVerdict.PAID.value and state != "refunded"
 
 
-@DBOS.step(name="request_refund", retries_allowed=True, max_attempts=3, interval_seconds=0.5)
+@_step("request_refund")  # no retries here: the saga retries compensations, with backoff
 async def request_refund(payment_id: str, amount_cents: int) -> str:
     """Ask the provider for a refund; the key makes a repeated request refund once."""
     return await services().payments.refund(payment_id, amount_cents, f"refund-{payment_id}")
 
 
 async def _record_refund(order_id: int, refund_id: str) -> None:
-    db = _db()
+    db = session()
     if await queries.mark_refunded(db, order_id):
         await queries.append_event(db, order_id, OrderEvent.PAYMENT_REFUNDED, refund_id)
 
@@ -315,6 +342,6 @@ async def cancel_shipment(order_id: int) -> None:
         )
 
 
-@DBOS.step(name="cancel_shipment", retries_allowed=True, max_attempts=3, interval_seconds=0.5)
+@_step("cancel_shipment")
 async def cancel_carrier_shipment(order_id: int) -> bool:
     return await services().shipping.cancel_shipment(f"order-{order_id}")

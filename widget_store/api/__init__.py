@@ -2,11 +2,11 @@
 
 from fastapi import APIRouter
 
-from widget_store.api import admin, orders, products, webhooks
+from widget_store.api import admin, dead_letters, orders, products, webhooks
 
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (products, orders, webhooks, admin):
+    for module in (products, orders, webhooks, admin, dead_letters):
         router.include_router(module.router)
     return router

@@ -11,6 +11,8 @@ from sqlalchemy.exc import DBAPIError
 from widget_store.domain import (
     CheckoutRejected,
     CheckoutStillStarting,
+    DeadLetterNotFound,
+    DeadLetterNotParked,
     IdempotencyConflict,
     InvalidRequest,
     OrderNotFound,
@@ -30,6 +32,8 @@ STATUS: dict[type[StoreError], int] = {
     UnknownProduct: 422,
     OrderNotFound: 404,
     PaymentNotFound: 404,
+    DeadLetterNotFound: 404,
+    DeadLetterNotParked: 409,
     PaymentAmountMismatch: 400,
     OutOfStock: 409,
     IdempotencyConflict: 409,

@@ -1,0 +1,52 @@
+"""Operators' view of compensations that kept failing, and the button that retries one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel
+
+from widget_store import dead_letters, queries
+from widget_store.api.deps import Admin, Reader
+from widget_store.api.models import ErrorOut
+
+router = APIRouter(prefix="/ops/api/dead-letters", tags=["operations"], dependencies=[Admin])
+
+
+class DeadLetterOut(BaseModel):
+    dead_letter_id: int
+    order_id: int
+    workflow_id: str
+    compensation: str
+    last_error: str
+    attempts: int
+    status: str
+    parked_at: datetime
+    updated_at: datetime
+
+
+class RetryOut(BaseModel):
+    dead_letter_id: int
+    status: str
+
+
+@router.get("", response_model=list[DeadLetterOut], responses={401: {"model": ErrorOut}})
+async def list_dead_letters(
+    db: Reader, include_resolved: Annotated[bool, Query()] = False
+) -> list[dict[str, Any]]:
+    """Compensations parked after repeated failures (newest first)."""
+    return await queries.list_dead_letters(db, include_resolved=include_resolved)
+
+
+@router.post(
+    "/{dead_letter_id}/retry",
+    response_model=RetryOut,
+    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+)
+async def retry_dead_letter(
+    dead_letter_id: Annotated[int, Path(ge=1, le=2**62)],
+) -> dict[str, Any]:
+    """Try a parked compensation again now."""
+    return await dead_letters.request_retry(dead_letter_id)
