@@ -11,7 +11,7 @@ import httpx
 from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig
 from fastapi import FastAPI
 
-from widget_store import __version__, steps
+from widget_store import __version__, steps, watchdog
 from widget_store.api import api_router
 from widget_store.api import faults as faults_api
 from widget_store.api.errors import install_error_handlers
@@ -83,9 +83,13 @@ def create_app(
                 isolation_level="SERIALIZABLE" if settings.database.is_sqlite else "READ COMMITTED",
                 compensation_attempts=settings.compensation_attempts,
                 dead_letter_retry_s=settings.dead_letter_retry_s,
+                app_version=settings.app_version,
+                executors=settings.executors,
+                stuck_after_s=settings.stuck_after_s,
             )
         )
         DBOS.launch()
+        watchdog.schedule()
         try:
             yield
         finally:

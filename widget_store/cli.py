@@ -51,12 +51,16 @@ class StoreServer(BaseApplication):  # type: ignore[misc]
         return create_app(Settings.from_env())
 
 
-def serve(host: str, port: int, workers: int) -> None:
+def serve(host: str, port: int, workers: int | None) -> None:
     settings = Settings.from_env()
     settings.check_safe_to_start()
+    workers = max(1, workers or settings.workers)
     if settings.database.is_sqlite and workers > 1:
         log.warning("the embedded SQLite database supports one worker; using 1")
         workers = 1
+    # Workers read their settings from the environment: tell them how many slots exist,
+    # so the watchdog can tell a live executor from one that is gone.
+    os.environ["WIDGET_STORE_WORKERS"] = str(workers)
     print(f"Widget Store: migrating {settings.database.describe()}", flush=True)
     migrate(settings)
     print(f"Widget Store: serving on http://{host}:{port} ({workers} worker(s))", flush=True)
@@ -87,7 +91,6 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("WIDGET_STORE_WORKERS", "1")),
         help="app processes (PostgreSQL only; default WIDGET_STORE_WORKERS or 1)",
     )
     commands.add_parser("migrate", help="bring the configured database's schema to head")
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
-            serve(args.host, args.port, max(1, args.workers))
+            serve(args.host, args.port, args.workers)
         else:
             settings = Settings.from_env()
             migrate(settings)

@@ -99,9 +99,17 @@ class Settings:
     compensation_attempts: int = 8
     dead_letter_retry_s: float = 3600.0
     fault_injection: bool = False
+    workers: int = 1
+    stuck_after_s: float = 120.0
     executor_id: str = "widget-store-0"
     app_version: str = __version__
     log_level: str = "INFO"
+
+    @property
+    def executors(self) -> frozenset[str]:
+        """The DBOS executor IDs of this deployment's app processes (one per worker slot)."""
+        slots = {f"widget-store-{slot}" for slot in range(self.workers)}
+        return frozenset({*slots, self.executor_id})
 
     @property
     def is_production(self) -> bool:
@@ -158,6 +166,8 @@ class Settings:
             compensation_attempts=int(number("WIDGET_STORE_COMPENSATION_ATTEMPTS", 8, 1)),
             dead_letter_retry_s=number("WIDGET_STORE_DEAD_LETTER_RETRY_S", 3600.0, 1.0),
             fault_injection=env.get("WIDGET_STORE_FAULT_INJECTION", "") == "1",
+            workers=int(number("WIDGET_STORE_WORKERS", 1, 1)),
+            stuck_after_s=number("WIDGET_STORE_STUCK_AFTER_S", 120.0, 0.0),
             executor_id=env.get("WIDGET_STORE_EXECUTOR_ID") or "widget-store-0",
             app_version=env.get("WIDGET_STORE_APP_VERSION") or __version__,
             log_level=(env.get("WIDGET_STORE_LOG_LEVEL") or "INFO").upper(),

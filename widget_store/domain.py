@@ -47,6 +47,7 @@ class CancelReason(StrEnum):
     PAYMENT_TIMED_OUT = "payment timed out"
     SHIPPING_FAILED = "shipping failed"
     UNKNOWN_PRODUCT = "unknown product"
+    STALLED = "stalled checkout, resolved by the watchdog"
     INTERNAL_ERROR = "internal error"
 
 

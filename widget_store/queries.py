@@ -409,6 +409,17 @@ async def mark_refunded(db: Db, order_id: int) -> bool:
     )
 
 
+async def unfinished_orders(db: Db, older_than: datetime) -> list[Any]:
+    """Orders not yet DISPATCHED or CANCELLED, created before `older_than`, oldest first."""
+    result = await db.execute(
+        sa.select(orders)
+        .where(orders.c.status.not_in(TERMINAL), orders.c.created_at < older_than)
+        .order_by(orders.c.order_id)
+        .limit(500)
+    )
+    return list(result)
+
+
 # --- dead letters ---------------------------------------------------------------------
 
 

@@ -55,6 +55,10 @@ class CheckoutServices:
     isolation_level: Literal["READ COMMITTED", "SERIALIZABLE"]
     compensation_attempts: int = 8  # failures before a compensation is parked
     dead_letter_retry_s: float = 3600.0  # a parked compensation retries by itself this often
+    # What the watchdog needs to tell a live workflow from an orphan.
+    app_version: str = ""
+    executors: frozenset[str] = frozenset()
+    stuck_after_s: float = 120.0
 
 
 _services: CheckoutServices | None = None

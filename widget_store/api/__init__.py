@@ -2,11 +2,11 @@
 
 from fastapi import APIRouter
 
-from widget_store.api import admin, dead_letters, orders, products, webhooks
+from widget_store.api import admin, orders, products, recovery, webhooks
 
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (products, orders, webhooks, admin, dead_letters):
+    for module in (products, orders, webhooks, admin, recovery):
         router.include_router(module.router)
     return router

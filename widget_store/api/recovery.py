@@ -1,4 +1,4 @@
-"""Operators' view of compensations that kept failing, and the button that retries one."""
+"""Stuck sagas, for operators: parked compensations with a retry, and the watchdog on demand."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
-from widget_store import dead_letters, queries
+from widget_store import dead_letters, queries, watchdog
 from widget_store.api.deps import Admin, Reader
 from widget_store.api.models import ErrorOut
 
-router = APIRouter(prefix="/ops/api/dead-letters", tags=["operations"], dependencies=[Admin])
+router = APIRouter(prefix="/ops/api", tags=["operations"], dependencies=[Admin])
 
 
 class DeadLetterOut(BaseModel):
@@ -32,7 +32,9 @@ class RetryOut(BaseModel):
     status: str
 
 
-@router.get("", response_model=list[DeadLetterOut], responses={401: {"model": ErrorOut}})
+@router.get(
+    "/dead-letters", response_model=list[DeadLetterOut], responses={401: {"model": ErrorOut}}
+)
 async def list_dead_letters(
     db: Reader, include_resolved: Annotated[bool, Query()] = False
 ) -> list[dict[str, Any]]:
@@ -41,7 +43,7 @@ async def list_dead_letters(
 
 
 @router.post(
-    "/{dead_letter_id}/retry",
+    "/dead-letters/{dead_letter_id}/retry",
     response_model=RetryOut,
     responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
 )
@@ -50,3 +52,16 @@ async def retry_dead_letter(
 ) -> dict[str, Any]:
     """Try a parked compensation again now."""
     return await dead_letters.request_retry(dead_letter_id)
+
+
+class WatchdogOut(BaseModel):
+    checked: int
+    resumed: list[int]
+    resolved: list[int]
+
+
+@router.post("/watchdog", response_model=WatchdogOut, responses={401: {"model": ErrorOut}})
+async def run_watchdog() -> dict[str, Any]:
+    """Run a watchdog pass now: resume or resolve orders no live workflow drives."""
+    report = await watchdog.run_now()
+    return {"checked": report.checked, "resumed": report.resumed, "resolved": report.resolved}

@@ -1,0 +1,90 @@
+"""The watchdog resumes or resolves orders that no live workflow drives any more."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+from dbos import DBOS
+
+from tests.helpers import Store, cart, new_key
+from widget_store.config import Settings
+
+
+def run_watchdog(store: Store) -> dict[str, list[int]]:
+    response = store.http.post("/ops/api/watchdog")
+    assert response.status_code == 200, response.text
+    report: dict[str, list[int]] = response.json()
+    return report
+
+
+def test_a_live_checkout_is_left_alone(settings: Settings) -> None:
+    with Store.running(replace(settings, stuck_after_s=0)) as store:
+        placed = store.checkout(cart((1, 1))).json()
+        report = run_watchdog(store)
+        assert report["checked"] == 1
+        assert report["resumed"] == report["resolved"] == []
+        assert store.order(placed["order_id"])["status"] == "PENDING"
+
+
+def test_young_orders_are_not_even_looked_at(store: Store) -> None:
+    store.checkout(cart((1, 1)))
+    assert run_watchdog(store) == {"checked": 0, "resumed": [], "resolved": []}
+
+
+def test_an_order_orphaned_by_a_new_version_is_resumed_and_can_still_be_paid(
+    settings: Settings,
+) -> None:
+    with Store.running(replace(settings, app_version="1.0.0")) as old_deployment:
+        placed = old_deployment.checkout(cart((1, 2))).json()
+        stock_held = old_deployment.stock()
+
+    with Store.running(replace(settings, app_version="1.0.1", stuck_after_s=0)) as new:
+        assert new.order(placed["order_id"])["status"] == "PENDING"
+        assert run_watchdog(new)["resumed"] == [placed["order_id"]]
+
+        assert new.choose(placed["payment_id"], "pay").status_code == 303
+        order = new.wait_for(placed["order_id"])
+        assert order["status"] == "DISPATCHED"
+        counts = Counter(event["type"] for event in order["events"])
+        assert max(counts.values()) == 1, counts
+        assert new.stock() == stock_held
+        assert run_watchdog(new)["resumed"] == [], "resumed once"
+
+
+def test_an_order_whose_workflow_was_cancelled_is_compensated(settings: Settings) -> None:
+    with Store.running(replace(settings, stuck_after_s=0)) as store:
+        before = store.stock()
+        key = new_key()
+        placed = store.checkout(cart((3, 5)), key=key).json()
+        DBOS.cancel_workflow(key)
+
+        assert run_watchdog(store)["resolved"] == [placed["order_id"]]
+
+        order = store.wait_for(placed["order_id"])
+        assert order["status"] == "CANCELLED"
+        assert order["cancel_reason"] == "stalled checkout, resolved by the watchdog"
+        assert store.stock() == before
+        assert run_watchdog(store)["resolved"] == [], "nothing left to resolve"
+
+
+def test_a_paid_order_whose_workflow_was_cancelled_is_completed(settings: Settings) -> None:
+    with Store.running(replace(settings, stuck_after_s=0, dispatch_s=60)) as store:
+        key = new_key()
+        placed = store.checkout(cart((1, 1)), key=key).json()
+        store.choose(placed["payment_id"], "pay")
+        store.wait_for(placed["order_id"], "PAID")
+        DBOS.cancel_workflow(key)
+
+        assert run_watchdog(store)["resolved"] == [placed["order_id"]]
+
+        order = store.wait_for(placed["order_id"])
+        assert order["status"] == "DISPATCHED"
+        assert order["tracking_number"]
+
+
+def test_the_watchdog_runs_on_a_schedule(store: Store) -> None:
+    schedule = DBOS.get_schedule("widget-store-watchdog")
+    assert schedule is not None
+    assert schedule["schedule"] == "*/30 * * * * *"
+    assert schedule["status"] == "ACTIVE"
