@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -90,9 +91,11 @@ def create_app(
         )
         DBOS.launch()
         watchdog.schedule()
+        redelivery = asyncio.create_task(provider.keep_redelivering())
         try:
             yield
         finally:
+            redelivery.cancel()
             DBOS.destroy()
             await engine.dispose()
 

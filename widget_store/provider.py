@@ -9,8 +9,10 @@ a network or knowing the public address the server was started on.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +27,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from widget_store.payments import SIGNATURE_HEADER, PaymentRequest, RefundFailed, sign_webhook
+
+log = logging.getLogger("widget_store.provider")
 
 provider_metadata = sa.MetaData()
 
@@ -43,6 +47,9 @@ provider_payments = sa.Table(
     sa.Column("refund_key", sa.String(200)),
     sa.Column("refunds", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Like a real provider, it keeps delivering a decision until the shop answers.
+    sa.Column("decided_at", sa.Float),
+    sa.Column("delivered", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 DECISIONS = {"pay": ("captured", "paid"), "decline": ("declined", "failed")}
@@ -123,7 +130,7 @@ class SimulatedPaymentProvider:
 
     async def decide(self, payment_id: str, decision: str) -> Delivery:
         """Capture or decline, then tell the store. Repeating a decision re-delivers it."""
-        new_status, verdict = DECISIONS[decision]
+        new_status, _ = DECISIONS[decision]
         table = provider_payments
         async with self._engine.begin() as conn:
             row = (
@@ -139,29 +146,71 @@ class SimulatedPaymentProvider:
                 )
                 raise PaymentNotOpen("This payment has expired; the shop stopped waiting.")
             if row.status == "open":
-                event_id = f"evt_{uuid.uuid4().hex}"
-                result = await conn.execute(
+                decided = await conn.execute(
                     sa.update(table)
                     .where(table.c.payment_id == payment_id, table.c.status == "open")
-                    .values(status=new_status, event_id=event_id)
+                    .values(
+                        status=new_status,
+                        event_id=f"evt_{uuid.uuid4().hex}",
+                        decided_at=time.time(),
+                    )
                 )
-                if result.rowcount == 0:
+                if decided.rowcount == 0:
                     raise PaymentNotOpen("This payment was decided a moment ago.")
-            elif row.status == new_status:
-                event_id = row.event_id  # the same delivery, again
-            else:
+            elif row.status != new_status:
                 raise PaymentNotOpen(f"This payment is already {row.status}.")
-        status, body = await self._deliver(payment_id, verdict, event_id, row.amount_cents)
-        if new_status == "captured" and status is not None and 400 <= status < 500:
-            # The shop refused the payment (too late, say): give the money back at once.
-            async with self._engine.begin() as conn:
-                await conn.execute(
-                    sa.update(table)
-                    .where(table.c.payment_id == payment_id, table.c.status == "captured")
-                    .values(status="voided")
+        return await self._settle(payment_id)
+
+    async def redeliver(self, older_than_s: float = 2.0) -> int:
+        """Deliver again every decision the shop has not answered; returns how many."""
+        table = provider_payments
+        async with self._engine.connect() as conn:
+            result = await conn.execute(
+                sa.select(table.c.payment_id).where(
+                    table.c.status.in_(("captured", "declined")),
+                    table.c.delivered.is_(False),
+                    table.c.decided_at < time.time() - older_than_s,
                 )
-            new_status = "voided"
-        return Delivery(payment_id, new_status, status, body, row.return_url)
+            )
+            pending = list(result.scalars())
+        for payment_id in pending:
+            await self._settle(payment_id)
+        return len(pending)
+
+    async def keep_redelivering(self, interval_s: float = 2.0) -> None:
+        """Run until cancelled: the provider's own retry loop for unanswered webhooks."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.redeliver()
+            except Exception as error:  # the database is down, say: try again next round
+                log.warning("webhook redelivery failed: %r", error)
+
+    async def _settle(self, payment_id: str) -> Delivery:
+        """Deliver the decision; once the shop answers, stop (and void what it refused)."""
+        table = provider_payments
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(table).where(table.c.payment_id == payment_id))
+            ).one()
+        verdict = "paid" if row.status in ("captured", "refunded", "voided") else "failed"
+        status, body = await self._deliver(payment_id, verdict, row.event_id, row.amount_cents)
+        final = row.status
+        if status is not None and status < 500:
+            refused = status >= 400
+            async with self._engine.begin() as conn:
+                if refused and row.status == "captured":
+                    # The shop refused the payment (too late, say): give the money back.
+                    await conn.execute(
+                        sa.update(table)
+                        .where(table.c.payment_id == payment_id, table.c.status == "captured")
+                        .values(status="voided")
+                    )
+                    final = "voided"
+                await conn.execute(
+                    sa.update(table).where(table.c.payment_id == payment_id).values(delivered=True)
+                )
+        return Delivery(payment_id, final, status, body, row.return_url)
 
     async def _deliver(
         self, payment_id: str, verdict: str, event_id: str, amount_cents: int
