@@ -72,6 +72,7 @@ from widget_store.steps import (
 CHECKOUT_EVENT = "checkout"  # set once stock is held (or refused): the route's answer
 PAYMENT_TOPIC = "payment"  # the webhook's wake-up call to the waiting workflow
 CHECKOUT_REPLY_TIMEOUT_S = 30.0
+CHECKOUT_REPLY_SLICE_S = 2.0
 
 
 class CheckoutFailed(Exception):
@@ -203,9 +204,7 @@ async def start_checkout(checkout_key: str, request: CheckoutRequest) -> Checkou
         raise IdempotencyConflict(
             "this idempotency key is already used for something else"
         ) from None
-    outcome: CheckoutOutcome | None = await DBOS.get_event_async(
-        checkout_key, CHECKOUT_EVENT, timeout_seconds=CHECKOUT_REPLY_TIMEOUT_S
-    )
+    outcome = await _checkout_outcome(checkout_key)
     if outcome is None:
         raise CheckoutStillStarting(
             "the checkout is still starting; retry with the same idempotency key"
@@ -222,6 +221,23 @@ async def start_checkout(checkout_key: str, request: CheckoutRequest) -> Checkou
             f"the checkout was refused: {outcome.cancel_reason}", order_id=outcome.order_id
         )
     return outcome
+
+
+async def _checkout_outcome(checkout_key: str) -> CheckoutOutcome | None:
+    """Wait for the workflow to publish its outcome, in short slices.
+
+    DBOS wakes `get_event` by LISTEN/NOTIFY, and a notification sent while PostgreSQL was
+    restarting is lost; each slice ends with a read of the event itself, so a lost
+    notification costs a slice, not the whole wait.
+    """
+    deadline = time.monotonic() + CHECKOUT_REPLY_TIMEOUT_S
+    while True:
+        remaining = deadline - time.monotonic()
+        outcome: CheckoutOutcome | None = await DBOS.get_event_async(
+            checkout_key, CHECKOUT_EVENT, timeout_seconds=min(CHECKOUT_REPLY_SLICE_S, remaining)
+        )
+        if outcome is not None or remaining <= CHECKOUT_REPLY_SLICE_S:
+            return outcome
 
 
 async def accept_payment_verdict(

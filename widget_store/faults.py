@@ -1,4 +1,4 @@
-"""A fault-injection hook for the chaos tests: crash the process right after a named step.
+"""Fault-injection hooks for the chaos tests: crash right after a step, or fail inside one.
 
 Inert unless the app was built with `WIDGET_STORE_FAULT_INJECTION=1` (refused in
 production): until then `after_step` is a dictionary lookup on an empty dictionary.
@@ -15,6 +15,11 @@ import signal
 log = logging.getLogger("widget_store.faults")
 
 _crash_after: dict[str, int] = {}  # step name -> how many more passes before crashing
+_fail_in: set[str] = set()  # database steps whose next run raises InjectedFailure
+
+
+class InjectedFailure(Exception):
+    """A failure the chaos tests asked for, raised inside a step so it is checkpointed."""
 
 
 def arm_crash_after(step: str, skip: int = 0) -> None:
@@ -22,12 +27,30 @@ def arm_crash_after(step: str, skip: int = 0) -> None:
     _crash_after[step] = skip
 
 
+def arm_failure_in(step: str) -> None:
+    """Make the next run of database step `step` fail (inside its transaction)."""
+    _fail_in.add(step)
+
+
 def disarm() -> None:
     _crash_after.clear()
+    _fail_in.clear()
 
 
-def armed() -> dict[str, int]:
-    return dict(_crash_after)
+def armed() -> dict[str, object]:
+    return {"crash_after": dict(_crash_after), "fail_in": sorted(_fail_in)}
+
+
+def failure_armed(step: str) -> bool:
+    return step in _fail_in
+
+
+def fail_now(step: str) -> None:
+    """Raise the armed failure for `step`, once."""
+    if step in _fail_in:
+        _fail_in.discard(step)
+        log.warning("fault injection: failing %s", step)
+        raise InjectedFailure(f"injected failure in {step}")
 
 
 def after_step(step: str) -> None:

@@ -85,9 +85,23 @@ async def transaction(
     """
     svc = services()
     options: Any = {"name": name, "isolation_level": svc.isolation_level}
+    if faults.failure_armed(name):
+        body = _failing(name, body)
     result = await svc.datasource.run_tx_step_async(options, body, *args, **kwargs)
     faults.after_step(name)
     return result
+
+
+def _failing(
+    name: str, body: Callable[P, Coroutine[Any, Any, R]]
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """`body`, made to raise the injected failure inside the transaction, so DBOS records it."""
+
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        faults.fail_now(name)
+        return await body(*args, **kwargs)
+
+    return run
 
 
 def session() -> AsyncSession:

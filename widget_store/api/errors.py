@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from widget_store.domain import (
     CheckoutRejected,
@@ -58,7 +58,10 @@ async def invalid_signature(request: Request, error: Exception) -> JSONResponse:
 
 async def database_error(request: Request, error: Exception) -> JSONResponse:
     log.error("database error on %s %s: %s", request.method, request.url.path, type(error).__name__)
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
+    unavailable = isinstance(error, OperationalError | InterfaceError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
+    if unavailable:
         return JSONResponse(
             {"detail": "the database is unavailable; try again shortly"}, 503, {"Retry-After": "1"}
         )

@@ -21,6 +21,13 @@ async def crash_after(
     return {"armed": faults.armed()}
 
 
+@router.post("/fail-in/{step}")
+async def fail_in(step: Annotated[str, Path(pattern=r"^[a-z_]{1,64}$")]) -> dict[str, object]:
+    """Make the next run of database step `step` fail inside its transaction."""
+    faults.arm_failure_in(step)
+    return {"armed": faults.armed()}
+
+
 @router.delete("")
 async def disarm() -> dict[str, object]:
     """Disarm every injected fault."""

@@ -1,0 +1,478 @@
+"""Chaos runs against the real store (`widget-store serve` on a private PostgreSQL).
+
+Two modes:
+
+- `random_faults`: concurrent shoppers doing mixed checkouts while the app is killed
+  (`kill -9`, the crash button) and PostgreSQL is restarted at random moments;
+- `crash_at_every_step`: one order at a time, the app killed right after each saga step
+  and each compensation in turn (the fault-injection hook, `/_faults`).
+
+Both wait for every order to settle, then check the invariants and return a report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from tests.chaos.cluster import PrivateCluster
+from tests.chaos.invariants import Check, check_invariants
+from tests.chaos.shoppers import EXPECTED, SCARCE_PRODUCT, Shoppers
+from tests.server import ServerProcess
+from widget_store.config import Database
+
+TERMINAL = ("DISPATCHED", "CANCELLED")
+
+
+@dataclass
+class FaultRecord:
+    kind: str
+    at_s: float
+    recovered_after_s: float | None = None  # until /healthz answers again
+    checkout_after_s: float | None = None  # until a new checkout goes through again
+    note: str = ""
+
+
+@dataclass
+class Report:
+    mode: str
+    seconds: float = 0.0
+    checkouts: int = 0
+    placed: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    outcomes: dict[str, Counter[str]] = field(default_factory=dict)
+    unexpected: list[str] = field(default_factory=list)
+    faults: list[FaultRecord] = field(default_factory=list)
+    client_retries: Counter[str] = field(default_factory=Counter)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def violations(self) -> int:
+        return sum(len(check.violations) for check in self.checks)
+
+    def render(self) -> str:
+        lines = [
+            f"Chaos run ({self.mode}): {self.checkouts} checkouts in {self.seconds:.0f} s",
+            f"  placed {self.placed}; refused: {dict(self.refused) or 'none'}",
+            "Outcomes by scenario:",
+        ]
+        for scenario, counts in sorted(self.outcomes.items()):
+            lines.append(f"  {scenario:<36} {dict(counts)}")
+        lines.append("Faults injected:")
+        by_kind: dict[str, list[FaultRecord]] = defaultdict(list)
+        for fault in self.faults:
+            by_kind[fault.kind].append(fault)
+        for kind, faults in by_kind.items():
+            lines.append(f"  {kind:<36} x{len(faults):<3} {_recovery(faults)}")
+        if self.client_retries:
+            lines.append(f"Client retries during outages: {sum(self.client_retries.values())}")
+        lines.append("Invariants:")
+        for check in self.checks:
+            verdict = "PASS" if not check.violations else f"FAIL ({len(check.violations)})"
+            lines.append(f"  {verdict:<9} {check.name}")
+            lines.extend(f"            - {v}" for v in check.violations[:10])
+        if self.unexpected:
+            lines.append(f"Outcomes other than the shopper intended ({len(self.unexpected)}):")
+            lines.extend(f"  - {u}" for u in self.unexpected[:20])
+        lines.append(f"Invariant violations: {self.violations}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "seconds": round(self.seconds, 1),
+            "checkouts": self.checkouts,
+            "placed": self.placed,
+            "refused": dict(self.refused),
+            "outcomes": {k: dict(v) for k, v in self.outcomes.items()},
+            "unexpected": self.unexpected,
+            "faults": [asdict(f) for f in self.faults],
+            "client_retries": dict(self.client_retries),
+            "invariants": {c.name: c.violations for c in self.checks},
+            "violations": self.violations,
+        }
+
+
+def _recovery(faults: list[FaultRecord]) -> str:
+    parts = []
+    for label, times in (
+        ("serving", [f.recovered_after_s for f in faults]),
+        ("checkouts", [f.checkout_after_s for f in faults]),
+    ):
+        measured = [t for t in times if t is not None]
+        if measured:
+            parts.append(
+                f"{label} again after median {statistics.median(measured):.2f} s,"
+                f" max {max(measured):.2f} s"
+            )
+    return "; ".join(parts)
+
+
+class Storm:
+    """The store on its private cluster, and the means to hurt both."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.cluster = PrivateCluster()
+        self.cluster.create()
+        self.database = Database.parse(self.cluster.url)
+        self.server = ServerProcess(
+            {"WIDGET_STORE_DATABASE_URL": self.cluster.url, **env}, workdir / "server.log"
+        )
+        self.started = time.monotonic()
+
+    def __enter__(self) -> Storm:
+        self.server.start()
+        self.server.worker_pid(timeout=120)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+        self.cluster.destroy()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def stock(self) -> dict[int, int]:
+        engine = sa.create_engine(self.database.sync_url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT product_id, inventory FROM products"))
+                return {row.product_id: row.inventory for row in rows}
+        finally:
+            engine.dispose()
+
+    def restock(self, units: dict[int, int]) -> dict[int, int]:
+        """Add stock (the invariant counts it as a restock); returns what was added."""
+        engine = sa.create_engine(self.database.sync_url)
+        try:
+            with engine.begin() as conn:
+                for product_id, added in units.items():
+                    conn.execute(
+                        sa.text(
+                            "UPDATE products SET inventory = inventory + :n WHERE product_id = :p"
+                        ),
+                        {"n": added, "p": product_id},
+                    )
+        finally:
+            engine.dispose()
+        return units
+
+    def kill_worker(self) -> FaultRecord:
+        at = self.elapsed()
+        pid = self.server.worker_pid()
+        started = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        self.server.new_worker_after(pid, timeout=120)
+        serving = time.monotonic() - started
+        return FaultRecord("kill -9 of the app process", at, serving, self.probe_checkout(started))
+
+    def press_crash_button(self) -> FaultRecord:
+        at = self.elapsed()
+        pid = self.server.worker_pid()
+        started = time.monotonic()
+        with contextlib.suppress(httpx.TransportError):  # it may die before it answers
+            self.server.http.post("/crash_application", timeout=5)
+        self.server.new_worker_after(pid, timeout=120)
+        serving = time.monotonic() - started
+        return FaultRecord("crash button", at, serving, self.probe_checkout(started))
+
+    def restart_postgres(self, down_for_s: float) -> FaultRecord:
+        at = self.elapsed()
+        self.cluster.restart(down_for_s)
+        back = time.monotonic()
+        deadline = back + 120
+        while time.monotonic() < deadline:
+            try:
+                if self.server.http.get("/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        serving = time.monotonic() - back
+        return FaultRecord(
+            "PostgreSQL restart",
+            at,
+            serving,
+            self.probe_checkout(back),
+            note=f"down for {down_for_s:.1f} s; recovery measured from when it was back",
+        )
+
+    def probe_checkout(self, since: float, timeout_s: float = 120) -> float | None:
+        """Seconds from `since` until a brand-new checkout is accepted again."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                response = self.server.http.post(f"/checkout/probe-{uuid.uuid4().hex}", timeout=30)
+                if response.status_code in (200, 409):
+                    return time.monotonic() - since
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        return None
+
+    def settle(self, timeout_s: float) -> None:
+        """Wait until every order has finished (or the timeout passes)."""
+        engine = sa.create_engine(self.database.sync_url)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    with engine.connect() as conn:
+                        open_orders = conn.execute(
+                            sa.text(
+                                "SELECT count(*) FROM orders WHERE status NOT IN "
+                                "('DISPATCHED', 'CANCELLED') AND order_id NOT IN "
+                                "(SELECT order_id FROM dead_letters WHERE status != 'resolved')"
+                            )
+                        ).scalar()
+                except sa.exc.OperationalError:
+                    open_orders = -1
+                if open_orders == 0:
+                    return
+                time.sleep(0.5)
+        finally:
+            engine.dispose()
+
+    def final_orders(self) -> dict[int, Any]:
+        engine = sa.create_engine(self.database.sync_url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT order_id, status, cancel_reason FROM orders"))
+                return {row.order_id: row for row in rows}
+        finally:
+            engine.dispose()
+
+
+async def random_faults(
+    workdir: Path,
+    *,
+    checkouts: int,
+    shoppers: int,
+    kills: int,
+    crash_buttons: int,
+    pg_restarts: int,
+    pg_down_s: float = 2.0,
+    payment_timeout_s: float = 15.0,
+    seed: int = 7,
+    workers: int = 1,
+) -> Report:
+    report = Report(mode="random faults")
+    rng = random.Random(seed)
+    env = {
+        "WIDGET_STORE_PAYMENT_TIMEOUT_S": str(payment_timeout_s),
+        "WIDGET_STORE_DISPATCH_S": "1",
+        "WIDGET_STORE_LOG_LEVEL": "WARNING",
+        "WIDGET_STORE_WORKERS": str(workers),
+    }
+    with Storm(workdir, env) as storm:
+        initial = storm.stock()
+        # Plenty of everything but the scarce product, so most checkouts get to pay.
+        restocked: Counter[int] = Counter(storm.restock({1: 2000, 2: 2000, 3: 2000}))
+        load = Shoppers(storm.server.base_url, total=checkouts, concurrency=shoppers, seed=seed)
+        plan = ["kill"] * kills + ["crash"] * crash_buttons + ["postgres"] * pg_restarts
+        rng.shuffle(plan)
+        started = time.monotonic()
+
+        async def inject() -> None:
+            for index, kind in enumerate(plan):
+                # Spread the faults over the run, at a random point of each slice.
+                target = (index + rng.uniform(0.3, 1.0)) * checkouts / (len(plan) + 0.5)
+                while load.started < target and not loading.done():
+                    await asyncio.sleep(0.05)
+                if kind == "kill":
+                    record = await asyncio.to_thread(storm.kill_worker)
+                elif kind == "crash":
+                    record = await asyncio.to_thread(storm.press_crash_button)
+                else:
+                    record = await asyncio.to_thread(storm.restart_postgres, pg_down_s)
+                report.faults.append(record)
+
+        async def restock_the_scarce_product() -> None:
+            while True:
+                await asyncio.sleep(3)
+                with contextlib.suppress(sa.exc.OperationalError):  # down now; next round
+                    restocked.update(await asyncio.to_thread(storm.restock, {SCARCE_PRODUCT: 5}))
+
+        loading = asyncio.create_task(load.run())
+        restocking = asyncio.create_task(restock_the_scarce_product())
+        await asyncio.gather(loading, inject())
+        restocking.cancel()
+        await asyncio.to_thread(storm.settle, payment_timeout_s + 90)
+        report.seconds = time.monotonic() - started
+        _score(report, load, storm.final_orders())
+        report.checks = check_invariants(storm.database.sync_url, initial, restocked)
+    return report
+
+
+def _score(report: Report, load: Shoppers, final: dict[int, Any]) -> None:
+    report.checkouts = len(load.checkouts)
+    report.client_retries = load.retries
+    for checkout in load.checkouts:
+        counts = report.outcomes.setdefault(checkout.scenario.value, Counter())
+        for problem in checkout.problems:
+            report.unexpected.append(f"{checkout.scenario.value}: {problem}")
+        if checkout.order_id is None:
+            report.refused[checkout.refused or "no answer"] += 1
+            counts[checkout.refused or "no answer"] += 1
+            continue
+        report.placed += 1
+        order = final.get(checkout.order_id)
+        outcome = "missing" if order is None else (order.cancel_reason or order.status)
+        counts[outcome] += 1
+        status, reason = EXPECTED[checkout.scenario]
+        if order is None or order.status != status or (reason and order.cancel_reason != reason):
+            report.unexpected.append(
+                f"order {checkout.order_id} ({checkout.scenario.value}) ended {outcome}"
+            )
+
+
+# --- crash right after every step -----------------------------------------------------
+
+FORWARD = [
+    "create_order",
+    "reserve_inventory",
+    "open_payment",
+    "register_payment",
+    "publish_checkout",
+    "await_payment",
+    "charge_payment",
+    "create_shipment",
+    "mark_paid",
+    "dispatch",
+    "complete_dispatch",
+]
+# Compensations after a rejected address: refund, release, cancel.
+AFTER_REJECTED_ADDRESS = [
+    "record_shipment_failed",
+    "check_refund",
+    "request_refund",
+    "record_refund",
+    "release_inventory",
+    "cancel_order",
+]
+# Compensations after a failure injected into mark_paid: the shipment is cancelled too.
+AFTER_FAILED_MARK_PAID = ["cancel_shipment", "record_shipment_cancelled"]
+
+
+@dataclass(frozen=True)
+class CrashPoint:
+    step: str
+    address: str
+    expect_status: str
+    expect_reason: str | None
+    fail_in: str | None = None
+
+
+def crash_points() -> list[CrashPoint]:
+    points = [CrashPoint(s, "1 Main Street", "DISPATCHED", None) for s in FORWARD]
+    points += [
+        CrashPoint(s, "1 invalid street", "CANCELLED", "shipping failed")
+        for s in AFTER_REJECTED_ADDRESS
+    ]
+    points += [
+        CrashPoint(s, "1 Main Street", "CANCELLED", "internal error", fail_in="mark_paid")
+        for s in AFTER_FAILED_MARK_PAID
+    ]
+    return points
+
+
+async def crash_at_every_step(workdir: Path) -> Report:
+    report = Report(mode="crash after every saga step and compensation")
+    env = {
+        "WIDGET_STORE_PAYMENT_TIMEOUT_S": "60",
+        "WIDGET_STORE_DISPATCH_S": "0.5",
+        "WIDGET_STORE_LOG_LEVEL": "WARNING",
+        "WIDGET_STORE_FAULT_INJECTION": "1",
+    }
+    started = time.monotonic()
+    with Storm(workdir, env) as storm:
+        initial = storm.stock()
+        http = storm.server.http
+        for point in crash_points():
+            pid = storm.server.worker_pid()
+            http.post(f"/_faults/crash-after/{point.step}").raise_for_status()
+            if point.fail_in:
+                http.post(f"/_faults/fail-in/{point.fail_in}").raise_for_status()
+            order_id, payment_id = await asyncio.to_thread(_place, http, point.address)
+            await asyncio.to_thread(_pay, http, payment_id)
+            try:
+                await asyncio.to_thread(storm.server.new_worker_after, pid, 30)
+                report.faults.append(FaultRecord(f"crash after {point.step}", storm.elapsed()))
+            except AssertionError:
+                report.unexpected.append(f"{point.step}: the app never crashed there")
+            order = await asyncio.to_thread(_wait_terminal, http, order_id)
+            outcome = order["cancel_reason"] or order["status"]
+            report.outcomes.setdefault(point.step, Counter())[outcome] += 1
+            report.placed += 1
+            if (
+                order["status"] != point.expect_status
+                or order["cancel_reason"] != point.expect_reason
+            ):
+                report.unexpected.append(f"crash after {point.step}: order ended {outcome}")
+        storm.settle(60)
+        report.checkouts = report.placed
+        report.seconds = time.monotonic() - started
+        report.checks = check_invariants(storm.database.sync_url, initial, {})
+    return report
+
+
+def _retry(send: Any, *, timeout: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response: httpx.Response = send()
+            if response.status_code not in (502, 503, 504):
+                return response
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("the store never answered")
+        time.sleep(0.05)
+
+
+def _place(http: httpx.Client, address: str) -> tuple[int, str]:
+    key = f"crash-{uuid.uuid4().hex}"
+    body = {"items": [{"product_id": 1, "quantity": 1}], "shipping_address": address}
+    response = _retry(lambda: http.post(f"/checkout/{key}", json=body))
+    response.raise_for_status()
+    reply = response.json()
+    return reply["order_id"], reply["payment_id"]
+
+
+def _pay(http: httpx.Client, payment_id: str) -> None:
+    _retry(lambda: http.post(f"/provider/pay/{payment_id}/pay"))
+
+
+def _wait_terminal(http: httpx.Client, order_id: int, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    order: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            response = http.get(f"/order/{order_id}")
+            if response.status_code == 200:
+                order = response.json()
+                if order["status"] in TERMINAL:
+                    return order
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"order {order_id} never finished: {order}")
+
+
+def save(report: Report, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_json(), indent=2, default=str))

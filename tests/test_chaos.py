@@ -1,0 +1,53 @@
+"""Chaos, short enough for CI: every kind of fault at least once, and not one invariant broken.
+
+The full storm (1,000 checkouts, a dozen app kills, two PostgreSQL restarts) is
+`python -m tests.chaos`; see the README.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.run import crash_at_every_step, crash_points, random_faults
+
+pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
+
+
+@pytest.fixture(autouse=True)
+def postgres_binaries() -> None:
+    if shutil.which("pg_ctl") or any(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")):
+        return
+    if os.environ.get("WIDGET_STORE_REQUIRE_POSTGRES"):
+        pytest.fail("chaos tests need PostgreSQL's server binaries (initdb, pg_ctl)")
+    pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+
+
+def test_crashing_right_after_every_step_and_compensation_loses_nothing(tmp_path: Path) -> None:
+    report = asyncio.run(crash_at_every_step(tmp_path))
+    print(report.render())
+
+    crashed = {fault.kind.removeprefix("crash after ") for fault in report.faults}
+    assert crashed == {point.step for point in crash_points()}, "every point was reached"
+    assert report.unexpected == []
+    assert report.violations == 0
+
+
+def test_a_short_storm_of_every_kind_of_fault_breaks_no_invariant(tmp_path: Path) -> None:
+    report = asyncio.run(
+        random_faults(tmp_path, checkouts=150, shoppers=32, kills=1, crash_buttons=1, pg_restarts=1)
+    )
+    print(report.render())
+
+    assert {fault.kind for fault in report.faults} == {
+        "kill -9 of the app process",
+        "crash button",
+        "PostgreSQL restart",
+    }
+    assert all(fault.checkout_after_s is not None for fault in report.faults)
+    assert report.placed > 100
+    assert report.violations == 0
