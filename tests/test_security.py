@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+import sqlalchemy as sa
 
 from tests.helpers import Store
 from tests.server import widget_store_command
+from widget_store import queries
 from widget_store.app import create_app
 from widget_store.config import DEMO_WEBHOOK_SECRET, ConfigError, Environment, Settings
 
@@ -87,3 +89,39 @@ def test_restock_works_with_the_admin_token(production: Store) -> None:
 
 def test_the_demo_leaves_operator_actions_open(store: Store) -> None:
     assert store.http.post("/restock", json={"inventory": 5}).status_code == 200
+
+
+def test_refused_webhooks_are_logged_without_the_secret_or_signature(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    forged = "t=1,v1=" + "ab" * 32
+    with caplog.at_level("WARNING", logger="widget_store.api"):
+        response = store.webhook("pay_x", "paid", 100, signature=forged)
+    assert response.status_code == 401
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "refused webhook /payment_webhook/pay_x/paid" in logged
+    assert store.settings.webhook_secret not in logged
+    assert "ab" * 32 not in logged
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (sa.exc.ProgrammingError("SELECT secret FROM vault", {}, Exception("syntax")), 500),
+        (sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused")), 503),
+        (RuntimeError("boom at /work/main/widget_store/queries.py line 3"), 500),
+    ],
+    ids=["sql-error", "database-down", "bug"],
+)
+def test_no_sql_or_stack_trace_ever_reaches_a_response(
+    store: Store, monkeypatch: pytest.MonkeyPatch, error: Exception, status: int
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> object:
+        raise error
+
+    monkeypatch.setattr(queries, "list_products", broken)
+    response = store.http.get("/products")
+    assert response.status_code == status
+    assert set(response.json()) == {"detail"}
+    for leak in ("SELECT", "Traceback", "queries.py", "vault", "boom"):
+        assert leak not in response.text

@@ -13,7 +13,7 @@ from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig
 from fastapi import FastAPI
 
 from widget_store import __version__, steps, watchdog
-from widget_store.api import api_router
+from widget_store.api import COMMON_ERRORS, api_router
 from widget_store.api import faults as faults_api
 from widget_store.api.errors import install_error_handlers
 from widget_store.config import Settings
@@ -112,7 +112,7 @@ def create_app(
     app.include_router(api_router())
     if settings.fault_injection:
         app.include_router(faults_api.router)
-    app.include_router(provider_router(lambda request: request.app.state.provider))
+    app.include_router(provider_router(lambda request: request.app.state.provider, COMMON_ERRORS))
     mount_web(app)
     return app
 

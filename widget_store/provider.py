@@ -18,11 +18,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import httpx
 import sqlalchemy as sa
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -252,11 +252,25 @@ def _page(title: str, body: str) -> str:
 {body}</main></body></html>"""
 
 
-def provider_router(get_provider: Callable[[Request], SimulatedPaymentProvider]) -> APIRouter:
-    router = APIRouter(prefix="/provider", tags=["simulated payment provider"])
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {}}}
 
-    @router.get("/pay/{payment_id}", response_class=HTMLResponse)
-    async def payment_page(payment_id: str, request: Request) -> HTMLResponse:
+
+PaymentId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def provider_router(
+    get_provider: Callable[[Request], SimulatedPaymentProvider],
+    responses: dict[int | str, dict[str, Any]],
+) -> APIRouter:
+    router = APIRouter(prefix="/provider", tags=["simulated payment provider"], responses=responses)
+
+    @router.get(
+        "/pay/{payment_id}",
+        response_class=HTMLResponse,
+        responses={404: _html("unknown payment")},
+    )
+    async def payment_page(payment_id: PaymentId, request: Request) -> HTMLResponse:
         """The provider's hosted payment page, with Pay and Decline buttons."""
         row = await get_provider(request).payment(payment_id)
         if row is None:
@@ -279,12 +293,20 @@ def provider_router(get_provider: Callable[[Request], SimulatedPaymentProvider])
 <p><a href="{html.escape(row.return_url)}">Back to the shop</a></p>"""
         return HTMLResponse(_page(f"Pay {amount}", body))
 
-    @router.post("/pay/{payment_id}/{decision}", response_model=None)
-    async def decide(payment_id: str, decision: str, request: Request) -> Any:
+    @router.post(
+        "/pay/{payment_id}/{decision}",
+        response_class=HTMLResponse,
+        status_code=303,
+        responses={
+            202: _html("captured; the shop will be told as soon as it answers"),
+            303: {"description": "decided and delivered: on to the shop's order page"},
+            409: _html("the payment cannot be decided (expired, decided) or the shop refused it"),
+        },
+    )
+    async def decide(
+        payment_id: PaymentId, decision: Literal["pay", "decline"], request: Request
+    ) -> Response:
         """The shopper's choice: `pay` or `decline`. The provider then calls the webhook."""
-        if decision not in DECISIONS:
-            body = "<h1>Unknown choice</h1><p>Choose Pay or Decline.</p>"
-            return HTMLResponse(_page("Unknown choice", body), status_code=422)
         try:
             delivery = await get_provider(request).decide(payment_id, decision)
         except PaymentNotOpen as refused:
@@ -292,6 +314,11 @@ def provider_router(get_provider: Callable[[Request], SimulatedPaymentProvider])
             return HTMLResponse(_page("Payment not possible", body), status_code=409)
         if delivery.webhook_status is not None and delivery.webhook_status < 300:
             return RedirectResponse(delivery.return_url, status_code=303)
+        if delivery.webhook_status is None or delivery.webhook_status >= 500:
+            body = f"""<h1>Payment {delivery.provider_status}</h1>
+<p>The shop is not answering right now; it will be told as soon as it is back.</p>
+<p><a href="{html.escape(delivery.return_url)}">Back to your order</a></p>"""
+            return HTMLResponse(_page("Payment on its way", body), status_code=202)
         detail = str(delivery.webhook_body.get("detail", "the shop did not answer"))
         outcome = (
             "Your money was returned."

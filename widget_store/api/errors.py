@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -50,6 +53,22 @@ async def store_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": error.message, **error.extra}, status, headers=headers)
 
 
+async def invalid_input(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's validation errors, with a one-line `detail` like every other error."""
+    assert isinstance(error, RequestValidationError)
+    problems = jsonable_encoder(error.errors())
+    summary = "; ".join(_describe(problem) for problem in problems[:3])
+    if len(problems) > 3:
+        summary += f"; and {len(problems) - 3} more"
+    return JSONResponse({"detail": summary or "invalid input", "errors": problems}, 422)
+
+
+def _describe(problem: dict[str, Any]) -> str:
+    location = problem.get("loc") or []
+    where = ".".join(str(part) for part in location)
+    return f"{where}: {problem.get('msg', 'invalid')}"
+
+
 async def invalid_signature(request: Request, error: Exception) -> JSONResponse:
     # Logged without the header or the secret; the reply says no more than "no".
     log.warning("refused webhook %s: %s", request.url.path, error)
@@ -74,6 +93,7 @@ async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, invalid_input)
     app.add_exception_handler(StoreError, store_error)
     app.add_exception_handler(InvalidSignature, invalid_signature)
     app.add_exception_handler(DBAPIError, database_error)

@@ -117,4 +117,4 @@ class RestockIn(Strict):
 
 
 class ErrorOut(BaseModel):
-    detail: str
+    detail: str = Field(description="what went wrong, in words")

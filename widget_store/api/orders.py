@@ -30,7 +30,6 @@ OrderId = Annotated[int, Path(ge=1, le=2**62)]
     response_model=CheckoutOut,
     responses={
         409: {"model": ErrorOut, "description": "out of stock, or the key was reused"},
-        422: {"model": ErrorOut},
         503: {"model": ErrorOut, "description": "still starting; retry with the same key"},
     },
 )
