@@ -36,6 +36,11 @@ class ServerProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=self.base_url, timeout=30)
 
+    @property
+    def pid(self) -> int | None:
+        """The supervisor's (gunicorn master's) process ID."""
+        return self._process.pid if self._process else None
+
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(

@@ -86,5 +86,5 @@ def test_a_paid_order_whose_workflow_was_cancelled_is_completed(settings: Settin
 def test_the_watchdog_runs_on_a_schedule(store: Store) -> None:
     schedule = DBOS.get_schedule("widget-store-watchdog")
     assert schedule is not None
-    assert schedule["schedule"] == "*/30 * * * * *"
+    assert schedule["schedule"] == "0 * * * * *"
     assert schedule["status"] == "ACTIVE"

@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig
+from dbos._dbos import _get_or_create_dbos_registry
+from dbos._utils import INTERNAL_QUEUE_NAME
 from fastapi import FastAPI
 
 from widget_store import __version__, steps, watchdog
@@ -27,6 +29,7 @@ APP_NAME = "widget-store"
 # Without LISTEN/NOTIFY, SQLite hands messages over by polling; DBOS's default of 1 s
 # makes one checkout round trip take about 3 s.
 SQLITE_POLL_INTERVAL_S = 0.01
+INTERNAL_QUEUE_POLL_S = 5.0
 
 
 def dbos_config(settings: Settings) -> DBOSConfig:
@@ -41,6 +44,16 @@ def dbos_config(settings: Settings) -> DBOSConfig:
     if settings.database.is_sqlite:
         config["notification_listener_polling_interval_sec"] = SQLITE_POLL_INTERVAL_S
     return config
+
+
+def _poll_the_internal_queue_less() -> None:
+    """Scheduled and resumed workflows go through DBOS's internal queue, which DBOS polls
+    every second by default: a database transaction a second, for work that is never
+    urgent here (the watchdog, an orphan being resumed). Declared before launch, so DBOS
+    uses this queue object instead of creating its own."""
+    _get_or_create_dbos_registry()._register_internal_queue(
+        INTERNAL_QUEUE_NAME, polling_interval_sec=INTERNAL_QUEUE_POLL_S
+    )
 
 
 def create_app(
@@ -58,6 +71,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _poll_the_internal_queue_less()
         DBOS(config=dbos_config(settings))
         datasource = await AsyncSQLAlchemyDatasource.create(
             settings.database.async_url, engine_kwargs=_engine_kwargs(settings)

@@ -6,6 +6,7 @@ One DBOS workflow per order; its workflow ID is the client's idempotency key. Th
     create_order        -> cancel_order         (status CANCELLED, with the reason)
     reserve_inventory   -> release_inventory    (stock back on the shelf)
     open_payment, register_payment, then wait for the provider's verdict
+        (the first three touch only the store's tables and share one transaction)
     charge_payment      -> refund_payment       (provider refund, idempotency key)
     create_shipment     -> cancel_shipment      (carrier cancellation)
     mark_paid, a durable sleep while the order is dispatched, complete_dispatch
@@ -56,16 +57,14 @@ from widget_store.steps import (
     cancel_shipment,
     charge_payment,
     complete_dispatch,
-    create_order,
     create_shipment,
     mark_paid,
-    open_payment,
+    place_order,
     reason_for,
     record_event,
     refund_payment,
     register_payment,
     release_inventory,
-    reserve_inventory,
     services,
 )
 
@@ -99,15 +98,13 @@ async def checkout_workflow(request: CheckoutRequest) -> str:
     published = False
     try:
         saga.on_rollback("CancelOrder", lambda reason: cancel_order(checkout_key, reason))
-        order = placed = await create_order(checkout_key, request)
+        saga.on_rollback("ReleaseReservation", lambda _: release_inventory(checkout_key))
+        outcome = await place_order(checkout_key, request)
+        order = placed = outcome.order
         saga.use_dead_letters(ParkedCompensations(placed.order_id, checkout_key))
-
-        saga.on_rollback("ReleaseReservation", lambda _: release_inventory(placed.order_id))
-        short = await reserve_inventory(placed.order_id)
-        if short:
-            raise CheckoutFailed(CancelReason.OUT_OF_STOCK, short)
-
-        deadline = await open_payment(placed.order_id)
+        if outcome.payment_deadline is None:
+            raise CheckoutFailed(CancelReason.OUT_OF_STOCK, outcome.short)
+        deadline = outcome.payment_deadline
         payment_url = await register_payment(placed, deadline)
         await DBOS.set_event_async(
             CHECKOUT_EVENT, _outcome(placed, request, OrderStatus.PENDING, payment_url)

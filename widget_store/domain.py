@@ -147,6 +147,15 @@ class CreatedOrder:
 
 
 @dataclass(frozen=True)
+class PlacedOrder:
+    """The order created, with its stock held (or the lines that were short)."""
+
+    order: CreatedOrder
+    short: tuple[ShortItem, ...]
+    payment_deadline: float | None  # epoch seconds; None when nothing could be held
+
+
+@dataclass(frozen=True)
 class Shipment:
     tracking_number: str
     attempts: int  # how many calls to the carrier it took

@@ -5,7 +5,7 @@ order event log and its checkpoint commit together, exactly once. Calls to the o
 world (payment provider, carrier) are DBOS steps, made idempotent by keys the outside
 honours. Every compensation is safe to run when its step never ran.
 
-The checkpoint names given here (`"create_order"`, ...) are part of the durable format:
+The checkpoint names given here (`"place_order"`, ...) are part of the durable format:
 renaming one breaks the recovery of checkouts in flight at the time.
 """
 
@@ -29,6 +29,7 @@ from widget_store.domain import (
     OrderEvent,
     OrderStatus,
     PaymentVerdict,
+    PlacedOrder,
     Shipment,
     ShortItem,
     describe_shortages,
@@ -131,12 +132,29 @@ def _step(
 # --- forward steps --------------------------------------------------------------------
 
 
-async def create_order(checkout_key: str, request: CheckoutRequest) -> CreatedOrder:
-    """A PENDING order with its lines, prices frozen now. Once per key (unique column)."""
-    return await transaction("create_order", _create_order, checkout_key, request)
+async def place_order(checkout_key: str, request: CheckoutRequest) -> PlacedOrder:
+    """create_order, reserve_inventory and open_payment, in one local transaction.
+
+    The three touch only the store's own tables, so one transaction holds them together
+    and saves two checkpoints per checkout; each keeps its compensation, and the log
+    keeps an entry per step. Out of stock, the order stays PENDING with nothing held,
+    for the saga to cancel.
+    """
+    timeout_s = services().payment_timeout_s
+    return await transaction("place_order", _place_order, checkout_key, request, timeout_s)
+
+
+async def _place_order(
+    checkout_key: str, request: CheckoutRequest, timeout_s: float
+) -> PlacedOrder:
+    order = await _create_order(checkout_key, request)
+    short = await _reserve_inventory(order.order_id)
+    deadline = None if short else await _open_payment(order.order_id, timeout_s)
+    return PlacedOrder(order, short, deadline)
 
 
 async def _create_order(checkout_key: str, request: CheckoutRequest) -> CreatedOrder:
+    """A PENDING order with its lines, prices frozen now. Once per key (unique column)."""
     db = session()
     prices = await queries.prices_of(db, [item.product_id for item in request.items])
     lines = price_lines(request.items, prices)
@@ -155,12 +173,8 @@ async def _create_order(checkout_key: str, request: CheckoutRequest) -> CreatedO
     return CreatedOrder(order_id, payment_id, total, request.shipping_address)
 
 
-async def reserve_inventory(order_id: int) -> tuple[ShortItem, ...]:
-    """Hold stock for every line or none; returns the short lines (empty when held)."""
-    return await transaction("reserve_inventory", _reserve_inventory, order_id)
-
-
 async def _reserve_inventory(order_id: int) -> tuple[ShortItem, ...]:
+    """Hold stock for every line or none; returns the short lines (empty when held)."""
     db = session()
     short = await queries.reserve_stock(db, order_id)
     if short:
@@ -172,12 +186,8 @@ async def _reserve_inventory(order_id: int) -> tuple[ShortItem, ...]:
     return tuple(short)
 
 
-async def open_payment(order_id: int) -> float:
-    """Start waiting for the provider's verdict; returns the deadline (epoch seconds)."""
-    return await transaction("open_payment", _open_payment, order_id, services().payment_timeout_s)
-
-
 async def _open_payment(order_id: int, timeout_s: float) -> float:
+    """Start waiting for the provider's verdict; returns the deadline (epoch seconds)."""
     db = session()
     deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
     await queries.open_payment(db, order_id, deadline)
@@ -311,17 +321,20 @@ async def _cancel_order(checkout_key: str, reason: str) -> None:
         await queries.append_event(db, order_id, OrderEvent.FAILED, reason)
 
 
-async def release_inventory(order_id: int) -> None:
-    """Undo reserve_inventory: held stock goes back on the shelf, once."""
-    await transaction("release_inventory", _release_inventory, order_id)
+async def release_inventory(checkout_key: str) -> None:
+    """Undo reserve_inventory: held stock goes back on the shelf, once (if any is held)."""
+    await transaction("release_inventory", _release_inventory, checkout_key)
 
 
-async def _release_inventory(order_id: int) -> None:
+async def _release_inventory(checkout_key: str) -> None:
     db = session()
-    released = await queries.release_stock(db, order_id)
+    order = await queries.order_by_key(db, checkout_key)
+    if order is None:
+        return
+    released = await queries.release_stock(db, order.order_id)
     if released:
         detail = ", ".join(f"{line.quantity} x product {line.product_id}" for line in released)
-        await queries.append_event(db, order_id, OrderEvent.RESERVATION_RELEASED, detail)
+        await queries.append_event(db, order.order_id, OrderEvent.RESERVATION_RELEASED, detail)
 
 
 async def refund_payment(order: CreatedOrder) -> None:

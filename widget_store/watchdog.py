@@ -13,7 +13,7 @@ recovers it after a crash. Two things can still strand an order:
   captured, shipment booked) is completed; anything earlier is compensated from the
   state recorded in the database (refund, cancel the shipment, release stock, cancel).
 
-It runs as a DBOS scheduled workflow, and on demand from the operations API.
+It runs as a DBOS scheduled workflow every minute, and on demand from the operations API.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from widget_store.steps import (
 )
 
 SCHEDULE_NAME = "widget-store-watchdog"
-SCHEDULE = "*/30 * * * * *"  # every 30 seconds
+SCHEDULE = "0 * * * * *"  # every minute
 LIVE = ("PENDING", "ENQUEUED", "DELAYED")
 
 
@@ -135,7 +135,7 @@ async def resolve_order(order: UnfinishedOrder) -> str:
     )
     # Every undo is safe when its step never ran, so register them all, in step order.
     saga.on_rollback("CancelOrder", lambda reason: cancel_order(order.checkout_key, reason))
-    saga.on_rollback("ReleaseReservation", lambda _: release_inventory(order.order_id))
+    saga.on_rollback("ReleaseReservation", lambda _: release_inventory(order.checkout_key))
     saga.on_rollback("RefundPayment", lambda _: refund_payment(placed))
     saga.on_rollback("CancelShipment", lambda _: cancel_shipment(order.order_id))
     await saga.rollback(CancelReason.STALLED.value)

@@ -32,7 +32,13 @@ def _binaries() -> Path:
 
 
 class PrivateCluster:
-    def __init__(self) -> None:
+    """`durable=False` trades crash safety of the *operating system* for speed (fsync off),
+    which chaos runs can afford: they kill processes, not machines. Benchmarks keep
+    PostgreSQL's defaults, and `statements=True` loads pg_stat_statements."""
+
+    def __init__(self, *, durable: bool = False, statements: bool = False) -> None:
+        self.durable = durable
+        self.statements = statements
         self.bin = _binaries()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="widget-store-chaos-pg-"))
@@ -59,12 +65,21 @@ class PrivateCluster:
         with admin.connect() as conn:
             conn.execute(sa.text("CREATE DATABASE chaos"))
         admin.dispose()
+        if self.statements:
+            engine = sa.create_engine(self.url.replace("postgresql://", "postgresql+psycopg://"))
+            with engine.begin() as conn:
+                conn.execute(sa.text("CREATE EXTENSION pg_stat_statements"))
+            engine.dispose()
 
     def start(self) -> None:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-            "-c max_connections=300 -c fsync=off -c synchronous_commit=off"
+            "-c max_connections=300"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off"
+        if self.statements:
+            options += " -c shared_preload_libraries=pg_stat_statements"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
 
     def stop(self) -> None:

@@ -343,9 +343,7 @@ def _score(report: Report, load: Shoppers, final: dict[int, Any]) -> None:
 # --- crash right after every step -----------------------------------------------------
 
 FORWARD = [
-    "create_order",
-    "reserve_inventory",
-    "open_payment",
+    "place_order",
     "register_payment",
     "publish_checkout",
     "await_payment",

@@ -1,0 +1,1 @@
+"""Benchmarks: throughput and latency, crash recovery, and many waiting checkouts."""

@@ -1,0 +1,44 @@
+"""Benchmark the store, the way the README starts it, and print each figure beside its target.
+
+python -m bench throughput            # 1, 8, 32 and 64 shoppers on PostgreSQL, 20 s each
+python -m bench throughput --embedded # the same on the embedded SQLite default
+python -m bench recovery              # kill -9 with checkouts in flight
+python -m bench waiting               # 10,000 checkouts waiting for payment
+python -m bench smoke                 # seconds; what CI runs so the benchmark never rots
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bench import scenarios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    throughput = commands.add_parser("throughput", help="purchases/s, latency, CPU, commits")
+    throughput.add_argument("--levels", default="1,8,32,64")
+    throughput.add_argument("--seconds", type=float, default=20.0)
+    throughput.add_argument("--workers", type=int, default=1)
+    throughput.add_argument("--embedded", action="store_true", help="SQLite instead of PostgreSQL")
+    recovery = commands.add_parser("recovery", help="restart-to-serving and to-all-resumed")
+    recovery.add_argument("--in-flight", type=int, default=60)
+    waiting = commands.add_parser("waiting", help="many checkouts waiting for payment")
+    waiting.add_argument("--waiting", type=int, default=10_000)
+    waiting.add_argument("--seconds", type=float, default=20.0)
+    commands.add_parser("smoke", help="a few seconds of each, no targets (CI)")
+    args = parser.parse_args()
+    if args.command == "throughput":
+        levels = [int(level) for level in args.levels.split(",")]
+        scenarios.throughput(levels, args.seconds, args.workers, embedded=args.embedded)
+    elif args.command == "recovery":
+        scenarios.recovery(args.in_flight)
+    elif args.command == "waiting":
+        scenarios.waiting(args.waiting, args.seconds)
+    else:
+        scenarios.smoke()
+
+
+if __name__ == "__main__":
+    main()

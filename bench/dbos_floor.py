@@ -1,0 +1,89 @@
+"""DBOS's own floor: what one durable step costs in CPU and commits, with no store around it.
+
+A workflow of empty steps measures what the engine itself spends per checkpoint, so the
+store's figures can be read against it: a purchase cannot cost less than its number of
+durable steps times this floor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig, SetWorkflowID
+
+from bench.metrics import PostgresCounters
+
+STEPS_PER_WORKFLOW = 10
+_datasource: AsyncSQLAlchemyDatasource | None = None
+
+
+@DBOS.step(name="bench_empty_step")
+async def empty_step(i: int) -> int:
+    return i
+
+
+async def _empty_transaction(i: int) -> int:
+    assert _datasource is not None
+    await _datasource.sql_session().execute(sa.text("SELECT 1"))
+    return i
+
+
+@DBOS.workflow(name="bench_steps")
+async def steps_workflow(kind: str) -> None:
+    for i in range(STEPS_PER_WORKFLOW):
+        if kind == "step":
+            await empty_step(i)
+        else:
+            assert _datasource is not None
+            options: Any = {"name": "bench_tx", "isolation_level": "READ COMMITTED"}
+            await _datasource.run_tx_step_async(options, _empty_transaction, i)
+
+
+@dataclass(frozen=True)
+class Floor:
+    kind: str
+    cpu_ms_per_step: float
+    wall_ms_per_step: float
+    commits_per_step: float | None
+
+
+async def _measure(kind: str, workflows: int, counters: PostgresCounters | None) -> Floor:
+    before = counters.read() if counters else None
+    cpu, wall = time.process_time(), time.perf_counter()
+    for n in range(workflows):
+        with SetWorkflowID(f"bench-{kind}-{n}-{time.time_ns()}"):
+            handle = await DBOS.start_workflow_async(steps_workflow, kind)
+        await handle.get_result()
+    steps = workflows * STEPS_PER_WORKFLOW
+    cpu_ms = (time.process_time() - cpu) * 1000 / steps
+    wall_ms = (time.perf_counter() - wall) * 1000 / steps
+    commits = None
+    if counters and before:
+        await asyncio.sleep(11)  # let every backend publish its counters
+        commits = (counters.read().commits - before.commits) / steps
+    return Floor(kind, cpu_ms, wall_ms, commits)
+
+
+async def measure_floor(database_url: str, workflows: int = 30) -> list[Floor]:
+    """Run in-process against `database_url` (its DBOS tables get a few rows)."""
+    global _datasource
+    DBOS(config=DBOSConfig(name="widget-store-bench", system_database_url=database_url))
+    _datasource = await AsyncSQLAlchemyDatasource.create(
+        database_url.replace("postgresql://", "postgresql+psycopg://")
+    )
+    DBOS.launch()
+    counters = PostgresCounters(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        await _measure("step", 3, None)  # warm up
+        return [
+            await _measure("step", workflows, counters),
+            await _measure("transaction", workflows, counters),
+        ]
+    finally:
+        counters.close()
+        DBOS.destroy()
+        await _datasource.engine.dispose()

@@ -1,0 +1,122 @@
+"""Shoppers for benchmarks: each buys in a loop, over HTTP, exactly as a client would.
+
+One purchase is the classic demo's: the checkout call, the payment provider's signed
+webhook, then polling the order until it is visibly paid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+
+from widget_store.payments import SIGNATURE_HEADER, sign_webhook
+
+BODY = {"items": [{"product_id": 1, "quantity": 1}], "shipping_address": "1 Bench Street"}
+PAID = ("PAID", "DISPATCHED")
+POLL_S = 0.01
+
+
+@dataclass
+class LoadResult:
+    purchases: int = 0
+    errors: int = 0
+    checkout_ms: list[float] = field(default_factory=list)
+    webhook_ms: list[float] = field(default_factory=list)
+    purchase_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.purchases / self.seconds if self.seconds else 0.0
+
+
+class Buyer:
+    def __init__(self, client: httpx.AsyncClient, secret: str, price_cents: int) -> None:
+        self.client = client
+        self.secret = secret
+        self.price_cents = price_cents
+
+    async def open_checkout(self, result: LoadResult) -> dict[str, str] | None:
+        key = f"bench-{uuid.uuid4().hex}"
+        started = time.perf_counter()
+        response = await self.client.post(f"/checkout/{key}", json=BODY)
+        result.checkout_ms.append((time.perf_counter() - started) * 1000)
+        if response.status_code != 200:
+            result.errors += 1
+            return None
+        reply: dict[str, str] = response.json()
+        return reply
+
+    async def pay(self, placed: dict[str, str], result: LoadResult) -> bool:
+        body = json.dumps({"event_id": f"evt_{uuid.uuid4().hex}", "amount_cents": self.price_cents})
+        raw = body.encode()
+        headers = {
+            SIGNATURE_HEADER: sign_webhook(self.secret, int(time.time()), raw),
+            "Content-Type": "application/json",
+        }
+        started = time.perf_counter()
+        response = await self.client.post(
+            f"/payment_webhook/{placed['payment_id']}/paid", content=raw, headers=headers
+        )
+        result.webhook_ms.append((time.perf_counter() - started) * 1000)
+        if response.status_code != 200:
+            result.errors += 1
+            return False
+        return True
+
+    async def until_paid(self, order_id: object, timeout_s: float = 60) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            response = await self.client.get(f"/order/{order_id}")
+            if response.status_code == 200 and response.json()["status"] in PAID:
+                return True
+            await asyncio.sleep(POLL_S)
+        return False
+
+    async def purchase(self, result: LoadResult) -> None:
+        started = time.perf_counter()
+        try:
+            placed = await self.open_checkout(result)
+            if placed is None or not await self.pay(placed, result):
+                return
+            if not await self.until_paid(placed["order_id"]):
+                result.errors += 1
+                return
+        except httpx.HTTPError:
+            result.errors += 1
+            return
+        result.purchases += 1
+        result.purchase_ms.append((time.perf_counter() - started) * 1000)
+
+
+async def shop(
+    base_url: str, *, shoppers: int, seconds: float, secret: str, price_cents: int
+) -> LoadResult:
+    """`shoppers` concurrent buyers, each purchasing in a loop for `seconds`."""
+    result = LoadResult()
+    limits = httpx.Limits(max_connections=shoppers + 8, max_keepalive_connections=shoppers + 8)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+        buyer = Buyer(client, secret, price_cents)
+        stop_at = time.monotonic() + seconds
+        started = time.monotonic()
+
+        async def loop() -> None:
+            while time.monotonic() < stop_at:
+                await buyer.purchase(result)
+
+        await asyncio.gather(*(loop() for _ in range(shoppers)))
+        result.seconds = time.monotonic() - started
+    return result
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]

@@ -1,0 +1,99 @@
+"""Throughput and latency at several concurrency levels, with CPU and database cost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.load import percentile, shop
+from bench.metrics import cpu_seconds
+from bench.store import BenchStore
+
+IDLE_WINDOW_S = 20.0
+# PostgreSQL backends publish their counters when a transaction ends (at most once a
+# second) or after 10 s idle: read them once everything has been quiet that long.
+STATS_SETTLE_S = 11.0
+
+
+@dataclass
+class Level:
+    shoppers: int
+    purchases: int
+    errors: int
+    purchases_per_s: float
+    checkout_ms: tuple[float | None, float | None, float | None]
+    webhook_ms: tuple[float | None, float | None, float | None]
+    cpu_ms_per_purchase: float | None
+    commits_per_purchase: float | None
+    statements_per_purchase: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _p(values: list[float]) -> tuple[float | None, float | None, float | None]:
+    return (percentile(values, 0.5), percentile(values, 0.95), percentile(values, 0.99))
+
+
+@dataclass(frozen=True)
+class IdleRate:
+    commits_per_s: float
+    statements_per_s: float
+
+
+def idle_rate(store: BenchStore, seconds: float = IDLE_WINDOW_S) -> IdleRate | None:
+    """What the app does to the database while nobody shops (schedulers, pollers)."""
+    if store.counters is None:
+        return None
+    time.sleep(STATS_SETTLE_S)
+    before = store.counters.read()
+    time.sleep(seconds)
+    after = store.counters.read()
+    return IdleRate(
+        (after.commits - before.commits) / seconds,
+        ((after.statements or 0) - (before.statements or 0)) / seconds,
+    )
+
+
+def run_level(store: BenchStore, shoppers: int, seconds: float, idle: IdleRate | None) -> Level:
+    price = store.price_cents()
+    counters_before = store.counters.read() if store.counters else None
+    cpu_before = cpu_seconds(store.pids())
+    started = time.monotonic()
+    result = asyncio.run(
+        shop(
+            store.base_url,
+            shoppers=shoppers,
+            seconds=seconds,
+            secret=store.secret,
+            price_cents=price,
+        )
+    )
+    store.settle()
+    cpu_used = cpu_seconds(store.pids()) - cpu_before
+    commits = statements = None
+    if store.counters and counters_before:
+        time.sleep(STATS_SETTLE_S)
+        counters_after = store.counters.read()
+        elapsed = time.monotonic() - started
+        idle_commits = idle.commits_per_s * elapsed if idle else 0.0
+        idle_statements = idle.statements_per_s * elapsed if idle else 0.0
+        if result.purchases:
+            made = counters_after.commits - counters_before.commits - idle_commits
+            commits = made / result.purchases
+            if counters_after.statements is not None and counters_before.statements is not None:
+                ran = counters_after.statements - counters_before.statements - idle_statements
+                statements = ran / result.purchases
+    return Level(
+        shoppers=shoppers,
+        purchases=result.purchases,
+        errors=result.errors,
+        purchases_per_s=result.rate,
+        checkout_ms=_p(result.checkout_ms),
+        webhook_ms=_p(result.webhook_ms),
+        cpu_ms_per_purchase=cpu_used * 1000 / result.purchases if result.purchases else None,
+        commits_per_purchase=commits,
+        statements_per_purchase=statements,
+    )
