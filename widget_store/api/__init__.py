@@ -2,11 +2,11 @@
 
 from fastapi import APIRouter
 
-from widget_store.api import admin, orders, products, webhooks
+from widget_store.api import admin, ops, orders, products, webhooks
 
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (products, orders, webhooks, admin):
+    for module in (products, orders, webhooks, admin, ops):
         router.include_router(module.router)
     return router
