@@ -45,5 +45,10 @@ def mount_web(app: FastAPI) -> None:
             dispatch_s=settings.dispatch_s,
         )
 
+    @router.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        # Pages name their icon; this answers the browsers that ask anyway.
+        return FileResponse(HTML_DIR / "static" / "favicon.svg", media_type="image/svg+xml")
+
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=HTML_DIR / "static"), name="static")
