@@ -59,33 +59,31 @@ def test_an_empty_store_has_no_ratio_and_no_oldest_unpaid_order(store: Store) ->
     assert summary["oldest_waiting"] is None
 
 
-@pytest.mark.parametrize(
-    ("stage", "expected"),
-    [
-        (None, ["waiting", "dispatched", "declined"]),
-        ("waiting_for_payment", ["waiting"]),
-        ("pending", ["waiting"]),
-        ("dispatched", ["dispatched"]),
-        ("compensated", ["declined"]),
-        ("paid", []),
-    ],
-)
-def test_the_order_list_filters_by_stage(
-    store: Store, stage: str | None, expected: list[str]
-) -> None:
+def test_the_order_list_filters_by_stage(store: Store) -> None:
     ids = {
         "declined": placed_and_decided(store, "decline"),
         "dispatched": placed_and_decided(store, "pay"),
         "waiting": placed_and_decided(store, None),
     }
-    query = "" if stage is None else f"?stage={stage}"
+    expected = {
+        "": ["waiting", "dispatched", "declined"],
+        "?stage=waiting_for_payment": ["waiting"],
+        "?stage=pending": ["waiting"],
+        "?stage=dispatched": ["dispatched"],
+        "?stage=compensated": ["declined"],
+        "?stage=paid": [],
+    }
 
-    orders = store.http.get(f"/ops/orders{query}").json()["orders"]
+    for query, names in expected.items():
+        orders = store.http.get(f"/ops/orders{query}").json()["orders"]
+        assert [o["order_id"] for o in orders] == [ids[name] for name in names], query
 
-    assert [o["order_id"] for o in orders] == [ids[name] for name in expected]
-    stages = {o["order_id"]: o["stage"] for o in orders}
-    assert stages.get(ids["waiting"], "waiting_for_payment") == "waiting_for_payment"
-    assert stages.get(ids["declined"], "compensated") == "compensated"
+    stages = {o["order_id"]: o["stage"] for o in store.http.get("/ops/orders").json()["orders"]}
+    assert stages == {
+        ids["waiting"]: "waiting_for_payment",
+        ids["dispatched"]: "dispatched",
+        ids["declined"]: "compensated",
+    }
 
 
 def test_the_order_list_pages_and_refuses_an_unknown_stage(store: Store) -> None:

@@ -101,6 +101,25 @@ def shop(
     yield from serve(tmp_path_factory.mktemp("shop"), sqlite_template)
 
 
+ADMIN_TOKEN = "browser-tests-admin-token-0123"
+PRODUCTION_PAYMENT_TIMEOUT_S = 3
+
+
+@pytest.fixture(scope="module")
+def production_shop(
+    chromium: Browser, sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The store as deployed: no crash button, /ops behind the token, a short payment wait."""
+    yield from serve(
+        tmp_path_factory.mktemp("production"),
+        sqlite_template,
+        WIDGET_STORE_ENV="production",
+        WIDGET_STORE_WEBHOOK_SECRET="whsec_browser_tests_not_the_demo_secret",
+        WIDGET_STORE_ADMIN_TOKEN=ADMIN_TOKEN,
+        WIDGET_STORE_PAYMENT_TIMEOUT_S=str(PRODUCTION_PAYMENT_TIMEOUT_S),
+    )
+
+
 @dataclass
 class Console:
     """Console errors seen in a test, and the ones the test said it expects."""

@@ -143,6 +143,7 @@ def test_a_shipping_failure_is_explained_and_the_payment_refunded(
     expect(page.get_by_role("heading", name="Cancelled: we couldn't ship it")).to_be_visible()
     expect(page.get_by_text("Your payment was refunded in full")).to_be_visible()
     expect(page.get_by_text("Payment refunded in full")).to_be_visible()  # in the history
+    expect(page.get_by_label("Dispatch progress")).to_be_hidden()
 
 
 def test_a_phone_sized_screen_needs_no_sideways_scrolling_and_works_by_keyboard(
