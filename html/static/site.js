@@ -98,8 +98,10 @@ async function healthyPid() {
 class Connection {
   constructor() {
     this.down = false;
-    this.banner = null;
     this.hideTimer = null;
+    // In the page from the start, empty: screen readers announce a live region's changes.
+    this.banner = el("div", { className: "connection", attrs: { role: "alert" } });
+    document.body.prepend(this.banner);
   }
 
   // The server stopped answering (or was just crashed, by the process `oldPid`).
@@ -135,18 +137,14 @@ class Connection {
   }
 
   show(state, text) {
-    if (!this.banner) {
-      this.banner = el("div", { className: "connection", attrs: { role: "alert" } });
-      document.body.prepend(this.banner);
-    }
     clearTimeout(this.hideTimer);
     this.banner.dataset.state = state;
     this.banner.textContent = text;
-    this.banner.hidden = false;
   }
 
   hide() {
-    if (this.banner) this.banner.hidden = true;
+    delete this.banner.dataset.state;
+    this.banner.textContent = "";
   }
 }
 

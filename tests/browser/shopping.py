@@ -52,14 +52,6 @@ def order_id_of(page: Page) -> int:
     return int(match.group(1))
 
 
-def status_heading(page: Page) -> Locator:
-    return page.locator("#status")
-
-
-def history(page: Page) -> Locator:
-    return page.get_by_role("list").filter(has_text="Order placed")
-
-
 def api_order(shop: ServerProcess, order_id: int) -> dict[str, Any]:
     result: dict[str, Any] = shop.http.get(f"/order/{order_id}").json()
     return result
