@@ -3,6 +3,9 @@
 PostgreSQL tests need WIDGET_STORE_TEST_DATABASE_URL (a server where the role may create
 databases). Without it they are skipped, with the reason shown; CI sets it together with
 WIDGET_STORE_REQUIRE_POSTGRES=1, which turns a missing URL into an error instead.
+
+Browser tests (tests/browser/) need Debian's Chromium at /usr/bin/chromium, the same way:
+skipped without it, an error when WIDGET_STORE_REQUIRE_BROWSER is set (CI sets it).
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from widget_store.schema import products
 
 PG_URL_VARIABLE = "WIDGET_STORE_TEST_DATABASE_URL"
 REQUIRE_PG_VARIABLE = "WIDGET_STORE_REQUIRE_POSTGRES"
+REQUIRE_BROWSER_VARIABLE = "WIDGET_STORE_REQUIRE_BROWSER"
+# Where the screenshots test writes: docs/screenshots/ when set, else test-artifacts/.
+UPDATE_SCREENSHOTS_VARIABLE = "WIDGET_STORE_UPDATE_SCREENSHOTS"
+# Debian's Chromium, driven by Playwright (whose own browser download cannot work here).
+CHROMIUM = Path("/usr/bin/chromium")
 STORE_TABLES = [
     "dead_letters",
     "order_events",
@@ -40,6 +48,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"{REQUIRE_PG_VARIABLE} is set, so PostgreSQL tests must run, "
             f"but {PG_URL_VARIABLE} is not set"
+        )
+    if os.environ.get(REQUIRE_BROWSER_VARIABLE) and not CHROMIUM.exists():
+        raise pytest.UsageError(
+            f"{REQUIRE_BROWSER_VARIABLE} is set, so browser tests must run, "
+            f"but there is no Chromium at {CHROMIUM} (apt-get install chromium)"
         )
 
 

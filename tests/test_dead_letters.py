@@ -42,7 +42,7 @@ def broken_refunds(settings: Settings) -> Iterator[tuple[Store, RefundsDown]]:
 
 
 def parked(store: Store) -> list[dict[str, object]]:
-    response = store.http.get("/ops/api/dead-letters")
+    response = store.http.get("/ops/dead-letters")
     assert response.status_code == 200
     return [d for d in response.json() if d["status"] == "parked"]
 
@@ -76,15 +76,12 @@ def test_a_refund_that_keeps_failing_is_parked_and_retried_by_an_operator(
     assert "Compensation_parked" in store.event_types(placed["order_id"])
 
     # Retrying while the provider is still down parks it again, with the attempts counted.
-    retry = store.http.post(f"/ops/api/dead-letters/{letter['dead_letter_id']}/retry")
+    retry = store.http.post(f"/ops/dead-letters/{letter['dead_letter_id']}/retry")
     assert retry.status_code == 200
     wait_until_parked(store, attempts=4)
 
     refunds.down = False
-    assert (
-        store.http.post(f"/ops/api/dead-letters/{letter['dead_letter_id']}/retry").status_code
-        == 200
-    )
+    assert store.http.post(f"/ops/dead-letters/{letter['dead_letter_id']}/retry").status_code == 200
 
     final = store.wait_for(placed["order_id"])
     assert final["status"] == "CANCELLED"
@@ -98,11 +95,11 @@ def test_a_refund_that_keeps_failing_is_parked_and_retried_by_an_operator(
         "SELECT refunds FROM provider_payments WHERE payment_id = :p", p=placed["payment_id"]
     )
     assert refunded == 1
-    again = store.http.post(f"/ops/api/dead-letters/{letter['dead_letter_id']}/retry")
+    again = store.http.post(f"/ops/dead-letters/{letter['dead_letter_id']}/retry")
     assert again.status_code == 409
 
 
 def test_retrying_an_unknown_dead_letter_is_404(store: Store) -> None:
-    response = store.http.post("/ops/api/dead-letters/999/retry")
+    response = store.http.post("/ops/dead-letters/999/retry")
     assert response.status_code == 404
     assert response.json() == {"detail": "unknown dead letter 999"}

@@ -37,3 +37,10 @@ def test_every_setting_the_code_reads_is_in_the_settings_table() -> None:
     documented = set(re.findall(r"^\| `(WIDGET_STORE_[A-Z_]+)` \|", README, re.MULTILINE))
     assert read, "found the settings the code reads"
     assert read == documented
+
+
+def test_every_screenshot_the_readme_shows_is_committed() -> None:
+    images = re.findall(r"\]\((docs/screenshots/[^)]+\.png)\)", README)
+    assert len(images) >= 5
+    missing = [image for image in images if not (PROJECT_ROOT / image).is_file()]
+    assert not missing

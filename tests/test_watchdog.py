@@ -12,7 +12,7 @@ from widget_store.config import Settings
 
 
 def run_watchdog(store: Store) -> dict[str, list[int]]:
-    response = store.http.post("/ops/api/watchdog")
+    response = store.http.post("/ops/watchdog")
     assert response.status_code == 200, response.text
     report: dict[str, list[int]] = response.json()
     return report

@@ -15,7 +15,7 @@ import signal
 log = logging.getLogger("widget_store.faults")
 
 _crash_after: dict[str, int] = {}  # step name -> how many more passes before crashing
-_fail_in: set[str] = set()  # database steps whose next run raises InjectedFailure
+_fail_in: dict[str, int] = {}  # step name -> how many more runs raise InjectedFailure
 
 
 class InjectedFailure(Exception):
@@ -27,9 +27,9 @@ def arm_crash_after(step: str, skip: int = 0) -> None:
     _crash_after[step] = skip
 
 
-def arm_failure_in(step: str) -> None:
-    """Make the next run of database step `step` fail (inside its transaction)."""
-    _fail_in.add(step)
+def arm_failure_in(step: str, times: int = 1) -> None:
+    """Make the next `times` runs of `step` fail, inside the step, so DBOS records it."""
+    _fail_in[step] = times
 
 
 def disarm() -> None:
@@ -38,7 +38,7 @@ def disarm() -> None:
 
 
 def armed() -> dict[str, object]:
-    return {"crash_after": dict(_crash_after), "fail_in": sorted(_fail_in)}
+    return {"crash_after": dict(_crash_after), "fail_in": dict(_fail_in)}
 
 
 def failure_armed(step: str) -> bool:
@@ -46,9 +46,11 @@ def failure_armed(step: str) -> bool:
 
 
 def fail_now(step: str) -> None:
-    """Raise the armed failure for `step`, once."""
-    if step in _fail_in:
-        _fail_in.discard(step)
+    """Raise the armed failure for `step`, if one is left."""
+    if _fail_in.get(step, 0) > 0:
+        _fail_in[step] -= 1
+        if not _fail_in[step]:
+            del _fail_in[step]
         log.warning("fault injection: failing %s", step)
         raise InjectedFailure(f"injected failure in {step}")
 

@@ -247,7 +247,9 @@ def _page(title: str, body: str) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)} - SimPay</title>
-<link rel="stylesheet" href="/static/provider.css"></head>
+<link rel="stylesheet" href="/static/provider.css">
+<link rel="stylesheet" href="/static/site.css">
+<script type="module" src="/static/site.js"></script></head>
 <body><main class="provider"><p class="brand">SimPay, the simulated payment provider</p>
 {body}</main></body></html>"""
 

@@ -116,7 +116,12 @@ def _step(
     """A DBOS step checkpointed as `name`, followed by the fault-injection hook."""
 
     def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-        durable = DBOS.step(name=name, **options)(fn)
+        @functools.wraps(fn)
+        async def body(*args: P.args, **kwargs: P.kwargs) -> R:
+            faults.fail_now(name)  # inside the step, so DBOS records an injected failure
+            return await fn(*args, **kwargs)
+
+        durable = DBOS.step(name=name, **options)(body)
 
         @functools.wraps(fn)
         async def run(*args: P.args, **kwargs: P.kwargs) -> R:

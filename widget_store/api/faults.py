@@ -22,9 +22,12 @@ async def crash_after(
 
 
 @router.post("/fail-in/{step}")
-async def fail_in(step: Annotated[str, Path(pattern=r"^[a-z_]{1,64}$")]) -> dict[str, object]:
-    """Make the next run of database step `step` fail inside its transaction."""
-    faults.arm_failure_in(step)
+async def fail_in(
+    step: Annotated[str, Path(pattern=r"^[a-z_]{1,64}$")],
+    times: Annotated[int, Query(ge=1, le=1000)] = 1,
+) -> dict[str, object]:
+    """Make the next `times` runs of `step` fail, inside the step."""
+    faults.arm_failure_in(step, times)
     return {"armed": faults.armed()}
 
 

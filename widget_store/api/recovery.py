@@ -12,7 +12,7 @@ from widget_store import dead_letters, queries, watchdog
 from widget_store.api.deps import Admin, Reader
 from widget_store.api.models import ErrorOut
 
-router = APIRouter(prefix="/ops/api", tags=["operations"], dependencies=[Admin])
+router = APIRouter(prefix="/ops", tags=["operations"], dependencies=[Admin])
 
 
 class DeadLetterOut(BaseModel):

@@ -1,0 +1,66 @@
+"""The operations view in Chromium: aggregates, the stage filter, and a saga's timeline."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.shopping import restock
+from tests.helpers import new_key
+from tests.server import ServerProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.process]
+
+
+def checkout(shop: ServerProcess, decision: str | None) -> int:
+    """Place an order over the API, and pay or decline it at the provider."""
+    body = {"items": [{"product_id": 2, "quantity": 1}], "shipping_address": "1 Ops Lane"}
+    placed: dict[str, Any] = shop.http.post(f"/checkout/{new_key()}", json=body).json()
+    if decision is not None:
+        shop.http.post(f"/provider/pay/{placed['payment_id']}/{decision}")
+    order_id: int = placed["order_id"]
+    return order_id
+
+
+def test_the_ops_view_filters_by_stage_and_shows_a_compensated_saga_step_by_step(
+    page: Page, shop: ServerProcess
+) -> None:
+    restock(shop, 100)
+    declined = checkout(shop, "decline")
+    waiting = checkout(shop, None)
+    page.goto(shop.base_url + "/ops")
+
+    glance = page.get_by_role("region", name="At a glance")
+    expect(glance).to_contain_text("Compensation ratio, last hour")
+    expect(glance).to_contain_text("Oldest waiting for payment")
+    expect(glance.get_by_text(re.compile(r"\d+ waiting for payment"))).to_be_visible()
+
+    page.get_by_label("Status").select_option(label="Compensated")
+    orders = page.get_by_role("region", name="Recent orders").get_by_role("table")
+    expect(orders.get_by_role("button", name=f"Order #{declined}", exact=True)).to_be_visible()
+    expect(orders.get_by_role("button", name=f"Order #{waiting}", exact=True)).to_have_count(0)
+    orders.get_by_role("button", name=f"Order #{declined}", exact=True).click()
+
+    timeline = page.get_by_role("region", name=f"Saga timeline: order #{declined}")
+    expect(timeline).to_contain_text("SUCCESS")  # the workflow ended well: it compensated
+    steps = timeline.get_by_role("table")
+    release = steps.get_by_role("row").filter(has_text="Release the reserved stock")
+    expect(release).to_contain_text("compensation")
+    expect(release).to_contain_text("ReleaseReservation")
+    expect(steps.get_by_role("row").filter(has_text="Charge the payment")).to_contain_text(
+        "ChargePayment_failed"
+    )
+    expect(steps.get_by_role("row").filter(has_text="Cancel the order")).to_contain_text(
+        "payment declined"
+    )
+    expect(steps.get_by_role("row").nth(1)).to_contain_text("+0.000 s")  # after the header
+
+    page.get_by_label("Status").select_option(label="Waiting for payment")
+    expect(orders.get_by_role("button", name=f"Order #{declined}", exact=True)).to_have_count(0)
+    orders.get_by_role("button", name=f"Order #{waiting}", exact=True).click()
+    timeline = page.get_by_role("region", name=f"Saga timeline: order #{waiting}")
+    expect(timeline).to_contain_text("PENDING")
+    expect(timeline.get_by_role("row").last).to_contain_text("Waiting for the shopper's payment")

@@ -1,0 +1,150 @@
+"""The SQL behind the operations view: counts, a filtered order list, an order's workflow.
+
+Operators think in stages rather than raw statuses: an order that is PENDING may be
+starting, waiting for the shopper's payment, or already being undone. `Stage` names
+them, and `stage_of` and `STAGE_FILTERS` define each stage once, in Python and in SQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+
+from widget_store.domain import OrderStatus, PaymentVerdict
+from widget_store.queries import TERMINAL, Db
+from widget_store.schema import orders
+
+RATIO_WINDOW = timedelta(hours=1)
+
+
+class Stage(StrEnum):
+    """Where an order is in its saga, as an operator names it."""
+
+    STARTING = "starting"  # created, stock not yet held or payment not yet open
+    WAITING_FOR_PAYMENT = "waiting_for_payment"
+    SETTLING = "settling"  # the verdict is in; shipping it, or undoing it
+    DISPATCHING = "dispatching"
+    DISPATCHED = "dispatched"
+    COMPENSATED = "compensated"  # cancelled: every step it took was undone
+
+
+class StageFilter(StrEnum):
+    """The filters the operations view offers: a status, or a stage that matters."""
+
+    PENDING = "pending"
+    WAITING_FOR_PAYMENT = "waiting_for_payment"
+    PAID = "paid"
+    DISPATCHED = "dispatched"
+    COMPENSATED = "compensated"
+
+
+_WAITING = sa.and_(
+    orders.c.status == OrderStatus.PENDING.value,
+    orders.c.payment_verdict == PaymentVerdict.AWAITING.value,
+)
+STAGE_FILTERS: dict[StageFilter, sa.ColumnElement[bool]] = {
+    StageFilter.PENDING: orders.c.status == OrderStatus.PENDING.value,
+    StageFilter.WAITING_FOR_PAYMENT: _WAITING,
+    StageFilter.PAID: orders.c.status == OrderStatus.PAID.value,
+    StageFilter.DISPATCHED: orders.c.status == OrderStatus.DISPATCHED.value,
+    StageFilter.COMPENSATED: orders.c.status == OrderStatus.CANCELLED.value,
+}
+
+
+def stage_of(status: str, payment_verdict: str | None) -> Stage:
+    if status == OrderStatus.CANCELLED:
+        return Stage.COMPENSATED
+    if status == OrderStatus.DISPATCHED:
+        return Stage.DISPATCHED
+    if status == OrderStatus.PAID:
+        return Stage.DISPATCHING
+    if payment_verdict is None:
+        return Stage.STARTING
+    if payment_verdict == PaymentVerdict.AWAITING:
+        return Stage.WAITING_FOR_PAYMENT
+    return Stage.SETTLING
+
+
+def _age_s(created_at: datetime, now: datetime) -> float:
+    return round(max(0.0, (now - created_at).total_seconds()), 1)
+
+
+async def summary(db: Db, now: datetime) -> dict[str, Any]:
+    """Orders by status, the compensation ratio of the last hour, the oldest unpaid order."""
+    by_status = await db.execute(
+        sa.select(orders.c.status, sa.func.count()).group_by(orders.c.status)
+    )
+    counts = {status.value: 0 for status in OrderStatus}
+    counts.update({row[0]: row[1] for row in by_status})
+    waiting = await db.execute(sa.select(sa.func.count()).where(_WAITING))
+
+    # An order's last write is its outcome (compensations end with cancel_order), so
+    # updated_at is when it finished.
+    finished = await db.execute(
+        sa.select(orders.c.status, sa.func.count())
+        .where(orders.c.status.in_(TERMINAL), orders.c.updated_at >= now - RATIO_WINDOW)
+        .group_by(orders.c.status)
+    )
+    ended = {row[0]: row[1] for row in finished}
+    total = sum(ended.values())
+    compensated = ended.get(OrderStatus.CANCELLED.value, 0)
+
+    oldest = (
+        await db.execute(
+            sa.select(orders.c.order_id, orders.c.created_at, orders.c.payment_deadline)
+            .where(_WAITING)
+            .order_by(orders.c.order_id)
+            .limit(1)
+        )
+    ).first()
+    return {
+        "counts": counts,
+        "waiting_for_payment": waiting.scalar_one(),
+        "last_hour": {
+            "finished": total,
+            "compensated": compensated,
+            "compensation_ratio": round(compensated / total, 3) if total else None,
+        },
+        "oldest_waiting": None
+        if oldest is None
+        else {
+            "order_id": oldest.order_id,
+            "created_at": oldest.created_at,
+            "age_s": _age_s(oldest.created_at, now),
+            "payment_deadline": oldest.payment_deadline,
+        },
+        "now": now,
+    }
+
+
+async def recent_orders(
+    db: Db, now: datetime, *, stage: StageFilter | None, limit: int, before: int | None
+) -> list[dict[str, Any]]:
+    """Recent orders, newest first, optionally in one stage; keyset-paged on the order ID."""
+    query = sa.select(orders).order_by(orders.c.order_id.desc()).limit(limit)
+    if stage is not None:
+        query = query.where(STAGE_FILTERS[stage])
+    if before is not None:
+        query = query.where(orders.c.order_id < before)
+    return [
+        {
+            "order_id": row.order_id,
+            "status": row.status,
+            "stage": stage_of(row.status, row.payment_verdict).value,
+            "total_cents": row.total_cents,
+            "cancel_reason": row.cancel_reason,
+            "created_at": row.created_at,
+            "age_s": _age_s(row.created_at, now),
+        }
+        for row in await db.execute(query)
+    ]
+
+
+async def workflow_id_of(db: Db, order_id: int) -> str | None:
+    """The order's checkout key, which is its DBOS workflow's ID."""
+    result = await db.execute(sa.select(orders.c.checkout_key).where(orders.c.order_id == order_id))
+    key: str | None = result.scalar_one_or_none()
+    return key
