@@ -10,6 +10,8 @@ python -m bench smoke                 # seconds; what CI runs so the benchmark n
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 from bench import scenarios
 
@@ -27,7 +29,9 @@ def main() -> None:
     waiting = commands.add_parser("waiting", help="many checkouts waiting for payment")
     waiting.add_argument("--waiting", type=int, default=10_000)
     waiting.add_argument("--seconds", type=float, default=20.0)
-    commands.add_parser("smoke", help="a few seconds of each, no targets (CI)")
+    commands.add_parser("floor", help="DBOS's own CPU and commits per durable step")
+    smoke = commands.add_parser("smoke", help="a few seconds of each, no targets (CI)")
+    smoke.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "bench-smoke")
     args = parser.parse_args()
     if args.command == "throughput":
         levels = [int(level) for level in args.levels.split(",")]
@@ -36,8 +40,10 @@ def main() -> None:
         scenarios.recovery(args.in_flight)
     elif args.command == "waiting":
         scenarios.waiting(args.waiting, args.seconds)
+    elif args.command == "floor":
+        scenarios.floor()
     else:
-        scenarios.smoke()
+        scenarios.smoke(args.results)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:
-    found = []
+    found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         children = (task / "children").read_text().split() if (task / "children").exists() else []
         found.extend(int(child) for child in children)

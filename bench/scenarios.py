@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.report import RESULTS, plot, save_json, throughput_table, throughput_targets
+from bench.report import (
+    RESULTS,
+    plot,
+    save_json,
+    target,
+    throughput_table,
+    throughput_targets,
+)
 from bench.store import BenchStore, StoreOptions
 from bench.throughput import idle_rate, run_level
 
@@ -17,10 +24,11 @@ def throughput(
     embedded: bool = False,
     results: Path = RESULTS,
     name: str | None = None,
+    measure_idle: bool = True,
 ) -> None:
     backend = "sqlite" if embedded else "postgres"
     with BenchStore(StoreOptions(backend=backend, workers=workers)) as store:
-        idle = idle_rate(store)
+        idle = idle_rate(store) if measure_idle else None
         measured = []
         for shoppers in levels:
             level = run_level(store, shoppers, seconds, idle)
@@ -43,3 +51,90 @@ def throughput(
     )
     picture = plot(measured, results / f"{label}.png", label)
     print(f"saved {results / (label + '.json')} and {picture}")
+
+
+def recovery(in_flight: int, results: Path = RESULTS) -> None:
+    from bench import recovery as recovery_bench
+
+    measured = recovery_bench.run(in_flight)
+    print(f"Recovery after kill -9, {measured.in_flight} checkouts in flight")
+    print(target("serving again after the crash", measured.serving_s, 1.0, at_most=True, unit="s"))
+    print(
+        target(
+            "every in-flight saga resumed after the crash",
+            measured.resumed_s,
+            2.0,
+            at_most=True,
+            unit="s",
+        )
+    )
+    completed = "-" if measured.completed_s is None else f"{measured.completed_s:.2f} s"
+    print(
+        f"  (all of them done, including a {recovery_bench.DISPATCH_S:g} s dispatch: {completed})"
+    )
+    save_json("recovery", measured.__dict__, results)
+
+
+def waiting(count: int, seconds: float, results: Path = RESULTS) -> None:
+    from bench import waiting as waiting_bench
+
+    measured = waiting_bench.run(count, seconds)
+    ratio = measured.purchases_per_s_waiting / measured.purchases_per_s_idle * 100
+    m = measured
+    print(f"{m.waiting} checkouts waiting for payment (opened at {m.opened_per_s:.0f}/s)")
+    print(f"  resident memory: {m.rss_mb_idle:.0f} MB idle, {m.rss_mb_waiting:.0f} MB with them")
+    print(f"  threads: {measured.threads_idle} idle, {measured.threads_waiting} with them")
+    print(
+        f"  other shoppers: {measured.purchases_per_s_idle:.1f}/s idle, "
+        f"{measured.purchases_per_s_waiting:.1f}/s with them"
+    )
+    print(f"  paid all at once: drained at {measured.drained_per_s:.1f}/s")
+    print(
+        target(
+            "resident memory with them waiting",
+            measured.rss_mb_waiting,
+            300,
+            at_most=True,
+            unit="MB",
+        )
+    )
+    print(
+        target(
+            "threads added by them",
+            measured.threads_waiting - measured.threads_idle,
+            0,
+            at_most=True,
+            unit="",
+        )
+    )
+    print(target("other shoppers' throughput vs idle", ratio, 80, at_most=False, unit="%"))
+    save_json(f"waiting-{count}", measured.__dict__, results)
+
+
+def floor(results: Path = RESULTS) -> None:
+    import asyncio
+
+    from bench.dbos_floor import measure_floor
+    from tests.chaos.cluster import PrivateCluster
+
+    cluster = PrivateCluster(durable=True, statements=True)
+    cluster.create()
+    try:
+        floors = asyncio.run(measure_floor(cluster.url))
+    finally:
+        cluster.destroy()
+    print("DBOS's own cost per durable step (empty steps, no store around them):")
+    for f in floors:
+        commits = "-" if f.commits_per_step is None else f"{f.commits_per_step:.1f}"
+        print(
+            f"  {f.kind:<12} CPU {f.cpu_ms_per_step:.2f} ms, wall {f.wall_ms_per_step:.2f} ms, "
+            f"commits {commits} per step"
+        )
+    save_json("dbos-floor", {"floors": [f.__dict__ for f in floors]}, results)
+
+
+def smoke(results: Path) -> None:
+    """A few seconds of each benchmark, no targets: proves the benchmarks still run."""
+    throughput([1, 4], 2.0, 1, results=results, name="smoke-throughput", measure_idle=False)
+    recovery(6, results)
+    waiting(20, 2.0, results)

@@ -51,8 +51,10 @@ class BenchStore:
             self.folder / "server.log",
         )
         self.counters = PostgresCounters(self.database.sync_url) if self.cluster else None
+        self.started_at = time.monotonic()
 
     def __enter__(self) -> BenchStore:
+        self.started_at = time.monotonic()
         self.server.start()
         self.server.worker_pid(timeout=120)
         self.server.http.post("/restock", json={"inventory": 1_000_000}).raise_for_status()

@@ -12,6 +12,9 @@ from bench.metrics import cpu_seconds
 from bench.store import BenchStore
 
 IDLE_WINDOW_S = 20.0
+# An app just started polls DBOS's queue fast (recovery) and its schedules fast (the
+# first minute): "idle" is measured once both have settled to their steady pace.
+QUIET_AFTER_START_S = 75.0
 # PostgreSQL backends publish their counters when a transaction ends (at most once a
 # second) or after 10 s idle: read them once everything has been quiet that long.
 STATS_SETTLE_S = 11.0
@@ -47,7 +50,7 @@ def idle_rate(store: BenchStore, seconds: float = IDLE_WINDOW_S) -> IdleRate | N
     """What the app does to the database while nobody shops (schedulers, pollers)."""
     if store.counters is None:
         return None
-    time.sleep(STATS_SETTLE_S)
+    time.sleep(max(STATS_SETTLE_S, store.started_at + QUIET_AFTER_START_S - time.monotonic()))
     before = store.counters.read()
     time.sleep(seconds)
     after = store.counters.read()

@@ -154,3 +154,32 @@ def test_the_openapi_page_documents_the_api(store: Store) -> None:
         "/payment_webhook/{payment_id}/{payment_status}",
     } <= set(schema["paths"])
     assert store.http.get("/docs").status_code == 200
+
+
+def test_a_long_poll_answers_as_soon_as_the_order_has_news(store: Store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    placed = store.checkout(cart((1, 1))).json()
+    seen = len(store.order(placed["order_id"])["events"])
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(
+            store.http.get,
+            f"/order/{placed['order_id']}",
+            params={"after_events": seen, "wait_s": 20},
+        )
+        assert not waiting.done()
+        store.choose(placed["payment_id"], "pay")
+        news = waiting.result(timeout=20).json()
+    assert len(news["events"]) > seen
+    assert news["events"][seen]["type"] == "ChargePayment_ok"
+
+
+def test_a_long_poll_without_news_answers_when_its_wait_is_over(store: Store) -> None:
+    placed = store.checkout(cart((1, 1))).json()
+    seen = len(store.order(placed["order_id"])["events"])
+    response = store.http.get(
+        f"/order/{placed['order_id']}", params={"after_events": seen, "wait_s": 0.3}
+    )
+    assert response.status_code == 200
+    assert len(response.json()["events"]) == seen
+    assert store.http.get("/order/1", params={"wait_s": 31}).status_code == 422

@@ -9,12 +9,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig
-from dbos._dbos import _get_or_create_dbos_registry
-from dbos._utils import INTERNAL_QUEUE_NAME
+from dbos import DBOS, AsyncSQLAlchemyDatasource
 from fastapi import FastAPI
 
-from widget_store import __version__, steps, watchdog
+from widget_store import __version__, durability, steps, watchdog
 from widget_store.api import COMMON_ERRORS, api_router
 from widget_store.api import faults as faults_api
 from widget_store.api.errors import install_error_handlers
@@ -24,36 +22,6 @@ from widget_store.payments import PaymentProvider
 from widget_store.provider import SimulatedPaymentProvider, provider_router
 from widget_store.shipping import ShippingService, SimulatedCarrier
 from widget_store.web import mount_web
-
-APP_NAME = "widget-store"
-# Without LISTEN/NOTIFY, SQLite hands messages over by polling; DBOS's default of 1 s
-# makes one checkout round trip take about 3 s.
-SQLITE_POLL_INTERVAL_S = 0.01
-INTERNAL_QUEUE_POLL_S = 5.0
-
-
-def dbos_config(settings: Settings) -> DBOSConfig:
-    config: DBOSConfig = {
-        "name": APP_NAME,
-        "system_database_url": settings.database.system_url,
-        # Pinned, so that a restart after a code change still recovers in-flight orders.
-        "application_version": settings.app_version,
-        "executor_id": settings.executor_id,
-        "log_level": settings.log_level,
-    }
-    if settings.database.is_sqlite:
-        config["notification_listener_polling_interval_sec"] = SQLITE_POLL_INTERVAL_S
-    return config
-
-
-def _poll_the_internal_queue_less() -> None:
-    """Scheduled and resumed workflows go through DBOS's internal queue, which DBOS polls
-    every second by default: a database transaction a second, for work that is never
-    urgent here (the watchdog, an orphan being resumed). Declared before launch, so DBOS
-    uses this queue object instead of creating its own."""
-    _get_or_create_dbos_registry()._register_internal_queue(
-        INTERNAL_QUEUE_NAME, polling_interval_sec=INTERNAL_QUEUE_POLL_S
-    )
 
 
 def create_app(
@@ -71,8 +39,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _poll_the_internal_queue_less()
-        DBOS(config=dbos_config(settings))
+        queue = durability.internal_queue()
+        durability.slow_background_jobs()
+        DBOS(config=durability.dbos_config(settings))
         datasource = await AsyncSQLAlchemyDatasource.create(
             settings.database.async_url, engine_kwargs=_engine_kwargs(settings)
         )
@@ -105,11 +74,15 @@ def create_app(
         )
         DBOS.launch()
         watchdog.schedule()
-        redelivery = asyncio.create_task(provider.keep_redelivering())
+        background = [
+            asyncio.create_task(durability.slow_down_after_recovery(queue)),
+            asyncio.create_task(provider.keep_redelivering()),
+        ]
         try:
             yield
         finally:
-            redelivery.cancel()
+            for task in background:
+                task.cancel()
             DBOS.destroy()
             await engine.dispose()
 

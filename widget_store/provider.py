@@ -177,7 +177,7 @@ class SimulatedPaymentProvider:
             await self._settle(payment_id)
         return len(pending)
 
-    async def keep_redelivering(self, interval_s: float = 5.0) -> None:
+    async def keep_redelivering(self, interval_s: float = 10.0) -> None:
         """Run until cancelled: the provider's own retry loop for unanswered webhooks."""
         while True:
             await asyncio.sleep(interval_s)

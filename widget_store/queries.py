@@ -14,6 +14,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from widget_store import order_watch
 from widget_store.domain import (
     LineItem,
     OrderEvent,
@@ -90,6 +91,7 @@ async def set_all_inventory(db: Db, inventory: int) -> None:
 
 
 async def append_event(db: Db, order_id: int, event: OrderEvent, detail: str = "") -> None:
+    order_watch.touched(order_id)
     await db.execute(
         sa.insert(order_events).values(
             order_id=order_id, type=event.value, detail=detail, at=utcnow()

@@ -21,7 +21,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 from dbos import DBOS, AsyncSQLAlchemyDatasource
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from widget_store import faults, queries
+from widget_store import faults, order_watch, queries
 from widget_store.domain import (
     CancelReason,
     CheckoutRequest,
@@ -88,7 +88,9 @@ async def transaction(
     options: Any = {"name": name, "isolation_level": svc.isolation_level}
     if faults.failure_armed(name):
         body = _failing(name, body)
-    result = await svc.datasource.run_tx_step_async(options, body, *args, **kwargs)
+    with order_watch.collecting() as touched:
+        result = await svc.datasource.run_tx_step_async(options, body, *args, **kwargs)
+    order_watch.announce(touched)  # committed: wake whoever waits for news of these orders
     faults.after_step(name)
     return result
 

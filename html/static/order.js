@@ -1,6 +1,8 @@
 // The order page: status in words, dispatch progress, tracking, and the order's history,
-// polled until the order has ended. It keeps polling through an outage and picks up
-// where the order is when the server is back.
+// followed until the order has ended. While nothing moves it long-polls (the server
+// answers as soon as the order has news); during the dispatch it polls, to move the
+// progress bar. It keeps trying through an outage and picks up where the order is when
+// the server is back.
 "use strict";
 
 import {
@@ -9,6 +11,7 @@ import {
 
 const POLL_MS = 1000;
 const DISPATCH_POLL_MS = 400;
+const LONG_POLL_S = 20;
 
 const EVENTS = {
   CreateOrder_ok: "Order placed",
@@ -190,11 +193,14 @@ async function loadNames() {
   }
 }
 
-// One look at the order; returns it, or null if the server could not be reached.
-async function refresh() {
+// One look at the order; returns it, or null if the server could not be reached. Given
+// the number of events already shown, the server answers once there are more.
+async function refresh(seenEvents = null) {
+  let url = `/order/${encodeURIComponent(orderId)}`;
+  if (seenEvents !== null) url += `?after_events=${seenEvents}&wait_s=${LONG_POLL_S}`;
   let response;
   try {
-    response = await request(`/order/${encodeURIComponent(orderId)}`);
+    response = await request(url);
   } catch (error) {
     if (error instanceof NetworkError) return null;
     throw error;
@@ -213,10 +219,14 @@ async function refresh() {
 let wake = null; // resolves the current wait early (after a reconnect)
 
 async function follow() {
+  let last = null;
   for (;;) {
-    const order = await refresh();
+    const longPoll = last !== null && last.status !== "PAID";
+    const order = await refresh(longPoll ? last.events.length : null);
     if (order && (TERMINAL.has(order.status) || order.status === "UNKNOWN")) return;
-    const delay = order && order.status === "PAID" ? DISPATCH_POLL_MS : POLL_MS;
+    if (order) last = order;
+    if (order && order.status !== "PAID") continue; // the next long poll is the wait
+    const delay = order ? DISPATCH_POLL_MS : POLL_MS;
     await Promise.race([sleep(delay), new Promise((resolve) => { wake = resolve; })]);
   }
 }

@@ -53,4 +53,5 @@ def require_admin(request: Request) -> None:
 SettingsDep = Annotated[Settings, Depends(settings)]
 Admin = Depends(require_admin)
 Reader = Annotated[AsyncConnection, Depends(reader)]
+Engine = Annotated[AsyncEngine, Depends(engine)]
 Writer = Annotated[AsyncConnection, Depends(writer)]

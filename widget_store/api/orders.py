@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query
 
-from widget_store import checkout, queries
-from widget_store.api.deps import Reader
+from widget_store import checkout, order_watch, queries
+from widget_store.api.deps import Engine, Reader
 from widget_store.api.models import CheckoutIn, CheckoutOut, ErrorOut, OrderOut, OrderPageOut
 from widget_store.domain import CheckoutRequest, LineItem, UnknownProduct
 
@@ -23,6 +24,7 @@ IdempotencyKey = Annotated[
     ),
 ]
 OrderId = Annotated[int, Path(ge=1, le=2**62)]
+MAX_WAIT_S = 30.0
 
 
 @router.post(
@@ -67,12 +69,30 @@ async def _checkout_request(db: Reader, cart: CheckoutIn) -> CheckoutRequest:
 
 
 @router.get("/order/{order_id}", response_model=OrderOut, responses={404: {"model": ErrorOut}})
-async def get_order(order_id: OrderId, db: Reader) -> dict[str, Any]:
-    """An order: status, items, tracking, dispatch progress and its event log."""
-    order = await queries.order_details(db, order_id)
-    if order is None:
-        raise HTTPException(404, f"unknown order {order_id}")
-    return order
+async def get_order(
+    order_id: OrderId,
+    engine: Engine,
+    after_events: Annotated[
+        int | None,
+        Query(ge=0, le=10_000, description="long poll: answer once the log is longer than this"),
+    ] = None,
+    wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="long poll: at most")] = 25,
+) -> dict[str, Any]:
+    """An order: status, items, tracking, dispatch progress and its event log.
+
+    With `after_events=n`, the answer waits (up to `wait_s`) until the order's event log
+    holds more than n entries: a page learns of each change at once, without polling.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        async with engine.connect() as conn:
+            order = await queries.order_details(conn, order_id)
+        if order is None:
+            raise HTTPException(404, f"unknown order {order_id}")
+        remaining = deadline - time.monotonic()
+        if after_events is None or len(order["events"]) > after_events or remaining <= 0:
+            return order
+        await order_watch.wait(order_id, min(remaining, order_watch.RECHECK_S))
 
 
 @router.get("/orders", response_model=OrderPageOut)

@@ -1,0 +1,131 @@
+"""Many checkouts waiting for payment: what they cost the app while they wait.
+
+Each waiting checkout is a DBOS workflow suspended in `recv`. With async workflows that
+should be a coroutine, not a thread; this measures the app's memory and threads with
+N of them open, the throughput other shoppers get meanwhile against the same store idle,
+and how fast the N drain once they are all paid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+import httpx
+import sqlalchemy as sa
+
+from bench.load import BODY, shop
+from bench.metrics import rss_mb, threads
+from bench.store import BenchStore, StoreOptions
+from widget_store.payments import SIGNATURE_HEADER, sign_webhook
+
+
+@dataclass(frozen=True)
+class Waiting:
+    waiting: int
+    opened_per_s: float
+    rss_mb_idle: float
+    rss_mb_waiting: float
+    threads_idle: int
+    threads_waiting: int
+    purchases_per_s_idle: float
+    purchases_per_s_waiting: float
+    drained_per_s: float
+
+
+async def _open(base_url: str, count: int, concurrency: int = 32) -> list[dict[str, str]]:
+    opened: list[dict[str, str]] = []
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with semaphore:
+                response = await client.post(f"/checkout/wait-{uuid.uuid4().hex}", json=BODY)
+                if response.status_code == 200:
+                    opened.append(response.json())
+
+        await asyncio.gather(*(one() for _ in range(count)))
+    return opened
+
+
+async def _pay_all(
+    base_url: str, secret: str, placed: list[dict[str, str]], price: int, concurrency: int = 32
+) -> None:
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def pay(order: dict[str, str]) -> None:
+            raw = json.dumps({"event_id": f"evt_{uuid.uuid4().hex}", "amount_cents": price})
+            headers = {
+                SIGNATURE_HEADER: sign_webhook(secret, int(time.time()), raw.encode()),
+                "Content-Type": "application/json",
+            }
+            async with semaphore:
+                await client.post(
+                    f"/payment_webhook/{order['payment_id']}/paid", content=raw, headers=headers
+                )
+
+        await asyncio.gather(*(pay(order) for order in placed))
+
+
+def _paid(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        count = conn.execute(
+            sa.text("SELECT count(*) FROM orders WHERE status IN ('PAID', 'DISPATCHED')")
+        ).scalar()
+    return int(count or 0)
+
+
+def run(waiting: int, seconds: float, shoppers: int = 32) -> Waiting:
+    with BenchStore(StoreOptions()) as store:
+        price = store.price_cents()
+        worker = store.server.worker_pid()
+        idle = asyncio.run(
+            shop(
+                store.base_url,
+                shoppers=shoppers,
+                seconds=seconds,
+                secret=store.secret,
+                price_cents=price,
+            )
+        )
+        store.settle()
+        rss_idle, threads_idle = rss_mb(worker), threads(worker)
+        started = time.monotonic()
+        placed = asyncio.run(_open(store.base_url, waiting))
+        opened_per_s = len(placed) / (time.monotonic() - started)
+        rss_waiting, threads_waiting = rss_mb(worker), threads(worker)
+        busy = asyncio.run(
+            shop(
+                store.base_url,
+                shoppers=shoppers,
+                seconds=seconds,
+                secret=store.secret,
+                price_cents=price,
+            )
+        )
+        store.settle()
+        engine = sa.create_engine(store.database.sync_url, poolclass=sa.pool.NullPool)
+        before = _paid(engine)
+        started = time.monotonic()
+        asyncio.run(_pay_all(store.base_url, store.secret, placed, price))
+        while _paid(engine) < before + len(placed) and time.monotonic() - started < 600:
+            time.sleep(0.2)
+        drained = (_paid(engine) - before) / (time.monotonic() - started)
+        engine.dispose()
+        return Waiting(
+            waiting=len(placed),
+            opened_per_s=opened_per_s,
+            rss_mb_idle=rss_idle,
+            rss_mb_waiting=rss_waiting,
+            threads_idle=threads_idle,
+            threads_waiting=threads_waiting,
+            purchases_per_s_idle=idle.rate,
+            purchases_per_s_waiting=busy.rate,
+            drained_per_s=drained,
+        )

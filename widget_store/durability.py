@@ -1,0 +1,68 @@
+"""How the store configures DBOS: its settings, and the pace of its internal queue.
+
+Two of DBOS's background loops set the pace of an idle app's database traffic.
+
+DBOS recovers a crashed process's workflows by re-enqueueing them on its internal queue,
+which it polls once a second by default, one database transaction per poll. The store
+polls it fast while recovery matters (the first seconds after a start, when a crashed
+predecessor's checkouts are waiting) and slowly afterwards, when all that goes through
+it is the watchdog's schedule and the rare resumed orphan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from dbos import DBOSConfig, Queue
+from dbos import _workflow_commands as dbos_workflow_commands
+from dbos._dbos import _get_or_create_dbos_registry
+from dbos._utils import INTERNAL_QUEUE_NAME
+
+from widget_store.config import Settings
+
+APP_NAME = "widget-store"
+# Without LISTEN/NOTIFY, SQLite hands messages over by polling; DBOS's default of 1 s
+# makes one checkout round trip take about 3 s.
+SQLITE_POLL_INTERVAL_S = 0.01
+RECOVERY_POLL_S = 0.1
+RECOVERY_WINDOW_S = 15.0
+QUIET_POLL_S = 10.0
+# DBOS sweeps for DELAYED workflows and workflow deadlines every second, a transaction or
+# three each time; the store uses neither feature, so a slower sweep costs it nothing.
+BACKGROUND_JOBS_S = 10.0
+
+
+def dbos_config(settings: Settings) -> DBOSConfig:
+    config: DBOSConfig = {
+        "name": APP_NAME,
+        "system_database_url": settings.database.system_url,
+        # Pinned, so that a restart after a code change still recovers in-flight orders.
+        "application_version": settings.app_version,
+        "executor_id": settings.executor_id,
+        "log_level": settings.log_level,
+    }
+    if settings.database.is_sqlite:
+        config["notification_listener_polling_interval_sec"] = SQLITE_POLL_INTERVAL_S
+    return config
+
+
+def slow_background_jobs() -> None:
+    """Set DBOS's sweep interval (read when DBOS launches); skipped if DBOS renamed it."""
+    if hasattr(dbos_workflow_commands, "_BACKGROUND_JOBS_INTERVAL_SEC"):
+        dbos_workflow_commands._BACKGROUND_JOBS_INTERVAL_SEC = BACKGROUND_JOBS_S
+
+
+def internal_queue() -> Queue:
+    """DBOS's internal queue, declared before launch so that DBOS uses this object; it
+    starts fast, for recovery."""
+    queue = _get_or_create_dbos_registry()._register_internal_queue(
+        INTERNAL_QUEUE_NAME, polling_interval_sec=RECOVERY_POLL_S
+    )
+    queue._polling_interval_sec = RECOVERY_POLL_S  # a second app in this process starts fast too
+    return queue
+
+
+async def slow_down_after_recovery(queue: Queue) -> None:
+    """Once a start's recovery is over, poll the internal queue at a quiet pace."""
+    await asyncio.sleep(RECOVERY_WINDOW_S)
+    queue._polling_interval_sec = QUIET_POLL_S
