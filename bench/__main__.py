@@ -24,6 +24,12 @@ def main() -> None:
     throughput.add_argument("--seconds", type=float, default=20.0)
     throughput.add_argument("--workers", type=int, default=1)
     throughput.add_argument("--embedded", action="store_true", help="SQLite instead of PostgreSQL")
+    throughput.add_argument(
+        "--poll-ms",
+        type=float,
+        help="watch orders by polling this often instead of long-polling (for stores without it)",
+    )
+    throughput.add_argument("--name", help="the results' file name (default from the setup)")
     recovery = commands.add_parser("recovery", help="restart-to-serving and to-all-resumed")
     recovery.add_argument("--in-flight", type=int, default=60)
     waiting = commands.add_parser("waiting", help="many checkouts waiting for payment")
@@ -35,7 +41,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "throughput":
         levels = [int(level) for level in args.levels.split(",")]
-        scenarios.throughput(levels, args.seconds, args.workers, embedded=args.embedded)
+        scenarios.throughput(
+            levels,
+            args.seconds,
+            args.workers,
+            embedded=args.embedded,
+            name=args.name,
+            poll_s=args.poll_ms / 1000 if args.poll_ms else None,
+        )
     elif args.command == "recovery":
         scenarios.recovery(args.in_flight)
     elif args.command == "waiting":

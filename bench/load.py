@@ -37,10 +37,17 @@ class LoadResult:
 
 
 class Buyer:
-    def __init__(self, client: httpx.AsyncClient, secret: str, price_cents: int) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        secret: str,
+        price_cents: int,
+        poll_s: float | None = None,
+    ) -> None:
         self.client = client
         self.secret = secret
         self.price_cents = price_cents
+        self.poll_s = poll_s  # None: long-poll; else poll the order this often
 
     async def open_checkout(self, result: LoadResult) -> dict[str, str] | None:
         key = f"bench-{uuid.uuid4().hex}"
@@ -75,9 +82,12 @@ class Buyer:
         deadline = time.monotonic() + timeout_s
         seen = 0
         while time.monotonic() < deadline:
-            response = await self.client.get(
-                f"/order/{order_id}", params={"after_events": seen, "wait_s": 10}
-            )
+            if self.poll_s is None:
+                params: dict[str, float] = {"after_events": seen, "wait_s": 10}
+            else:
+                params = {}
+                await asyncio.sleep(self.poll_s)
+            response = await self.client.get(f"/order/{order_id}", params=params)
             if response.status_code != 200:
                 await asyncio.sleep(POLL_S)
                 continue
@@ -104,13 +114,19 @@ class Buyer:
 
 
 async def shop(
-    base_url: str, *, shoppers: int, seconds: float, secret: str, price_cents: int
+    base_url: str,
+    *,
+    shoppers: int,
+    seconds: float,
+    secret: str,
+    price_cents: int,
+    poll_s: float | None = None,
 ) -> LoadResult:
     """`shoppers` concurrent buyers, each purchasing in a loop for `seconds`."""
     result = LoadResult()
     limits = httpx.Limits(max_connections=shoppers + 8, max_keepalive_connections=shoppers + 8)
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
-        buyer = Buyer(client, secret, price_cents)
+        buyer = Buyer(client, secret, price_cents, poll_s)
         stop_at = time.monotonic() + seconds
         started = time.monotonic()
 

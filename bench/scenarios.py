@@ -25,13 +25,14 @@ def throughput(
     results: Path = RESULTS,
     name: str | None = None,
     measure_idle: bool = True,
+    poll_s: float | None = None,
 ) -> None:
     backend = "sqlite" if embedded else "postgres"
     with BenchStore(StoreOptions(backend=backend, workers=workers)) as store:
         idle = idle_rate(store) if measure_idle else None
         measured = []
         for shoppers in levels:
-            level = run_level(store, shoppers, seconds, idle)
+            level = run_level(store, shoppers, seconds, idle, poll_s)
             measured.append(level)
             print(throughput_table([level]).splitlines()[-1], flush=True)
     label = name or f"throughput-{backend}-{workers}w"

@@ -60,7 +60,13 @@ def idle_rate(store: BenchStore, seconds: float = IDLE_WINDOW_S) -> IdleRate | N
     )
 
 
-def run_level(store: BenchStore, shoppers: int, seconds: float, idle: IdleRate | None) -> Level:
+def run_level(
+    store: BenchStore,
+    shoppers: int,
+    seconds: float,
+    idle: IdleRate | None,
+    poll_s: float | None = None,
+) -> Level:
     price = store.price_cents()
     counters_before = store.counters.read() if store.counters else None
     cpu_before = cpu_seconds(store.pids())
