@@ -20,7 +20,7 @@ from dbos import DBOS
 from dbos._sys_db import StepInfo, WorkflowStatus
 
 from widget_store.domain import OrderEvent as E
-from widget_store.ops_queries import Stage, stage_of
+from widget_store.queries.ops import Stage, stage_of
 
 MAX_TEXT = 300
 SLEEP = "DBOS.sleep"

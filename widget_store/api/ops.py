@@ -11,10 +11,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
-from widget_store import ops_queries, queries, timeline
+from widget_store import queries, timeline
 from widget_store.api.deps import Admin, Reader
 from widget_store.api.models import ErrorOut
-from widget_store.ops_queries import StageFilter
+from widget_store.queries import ops as ops_queries
+from widget_store.queries.ops import StageFilter
 
 router = APIRouter(
     prefix="/ops",

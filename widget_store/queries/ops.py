@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from widget_store.domain import OrderStatus, PaymentVerdict
-from widget_store.queries import TERMINAL, Db
+from widget_store.queries._base import TERMINAL, Db
 from widget_store.schema import orders
 
 RATIO_WINDOW = timedelta(hours=1)

@@ -1,6 +1,6 @@
-"""Every SQL statement the store runs, as small async functions taking a connection.
+"""The saga's writes to an order, its stock and its event log.
 
-Each write that a saga step or compensation makes is a conditional UPDATE or an insert
+Each write a saga step or compensation makes is a conditional UPDATE or an insert
 keyed by something unique, so running it twice changes nothing the second time. That
 is what makes the steps idempotent, and the WHERE clause of each says how.
 """
@@ -8,11 +8,10 @@ is what makes the steps idempotent, and the WHERE clause of each says how.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from widget_store import order_watch
 from widget_store.domain import (
@@ -21,73 +20,11 @@ from widget_store.domain import (
     OrderStatus,
     PaymentVerdict,
     PricedLine,
-    Product,
     ShortItem,
-    dispatch_remaining,
     shortages,
 )
-from widget_store.schema import dead_letters, order_events, order_items, orders, products
-
-Db = AsyncConnection | AsyncSession
-
-TERMINAL = (OrderStatus.DISPATCHED.value, OrderStatus.CANCELLED.value)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-async def _changed_one_row(db: Db, statement: sa.Update) -> bool:
-    """Run a conditional UPDATE keyed to one row; True if it matched (and so changed) it."""
-    result = cast("sa.CursorResult[Any]", await db.execute(statement))
-    return result.rowcount == 1
-
-
-# --- catalog --------------------------------------------------------------------------
-
-
-def _product(row: Any) -> Product:
-    return Product(
-        product_id=row.product_id,
-        sku=row.sku,
-        name=row.name,
-        description=row.description,
-        price_cents=row.price_cents,
-        inventory=row.inventory,
-    )
-
-
-async def list_products(db: Db) -> list[Product]:
-    result = await db.execute(sa.select(products).order_by(products.c.product_id))
-    return [_product(row) for row in result]
-
-
-async def get_product(db: Db, product_id: int) -> Product | None:
-    result = await db.execute(sa.select(products).where(products.c.product_id == product_id))
-    row = result.first()
-    return _product(row) if row else None
-
-
-async def first_product(db: Db) -> Product | None:
-    result = await db.execute(sa.select(products).order_by(products.c.product_id).limit(1))
-    row = result.first()
-    return _product(row) if row else None
-
-
-async def prices_of(db: Db, product_ids: Sequence[int]) -> dict[int, int]:
-    result = await db.execute(
-        sa.select(products.c.product_id, products.c.price_cents).where(
-            products.c.product_id.in_(list(product_ids))
-        )
-    )
-    return {row.product_id: row.price_cents for row in result}
-
-
-async def set_all_inventory(db: Db, inventory: int) -> None:
-    await db.execute(sa.update(products).values(inventory=inventory))
-
-
-# --- order event log ------------------------------------------------------------------
+from widget_store.queries._base import TERMINAL, Db, changed_one_row, utcnow
+from widget_store.schema import order_events, order_items, orders, products
 
 
 async def append_event(db: Db, order_id: int, event: OrderEvent, detail: str = "") -> None:
@@ -97,9 +34,6 @@ async def append_event(db: Db, order_id: int, event: OrderEvent, detail: str = "
             order_id=order_id, type=event.value, detail=detail, at=utcnow()
         )
     )
-
-
-# --- the saga's writes ----------------------------------------------------------------
 
 
 async def insert_order(
@@ -165,7 +99,7 @@ async def _stock_of(db: Db, product_ids: Sequence[int]) -> dict[int, int]:
 
 async def _adjust_stock(db: Db, product_id: int, delta: int) -> bool:
     """Add delta to a product's stock unless that would take it below zero."""
-    return await _changed_one_row(
+    return await changed_one_row(
         db,
         sa.update(products)
         .where(products.c.product_id == product_id, products.c.inventory + delta >= 0)
@@ -180,7 +114,7 @@ async def reserve_stock(db: Db, order_id: int) -> list[ShortItem]:
     checkouts never oversell. Rows are locked in product order, so two carts sharing
     products cannot deadlock. Idempotent through the order's `reservation` column.
     """
-    claimed = await _changed_one_row(
+    claimed = await changed_one_row(
         db,
         sa.update(orders)
         .where(orders.c.order_id == order_id, orders.c.reservation == "none")
@@ -208,7 +142,7 @@ async def reserve_stock(db: Db, order_id: int) -> list[ShortItem]:
 
 async def release_stock(db: Db, order_id: int) -> list[LineItem]:
     """Put the order's held stock back on the shelf, once (held -> released)."""
-    released = await _changed_one_row(
+    released = await changed_one_row(
         db,
         sa.update(orders)
         .where(orders.c.order_id == order_id, orders.c.reservation == "held")
@@ -224,7 +158,7 @@ async def release_stock(db: Db, order_id: int) -> list[LineItem]:
 
 async def open_payment(db: Db, order_id: int, deadline: datetime) -> bool:
     """Start waiting for the provider's verdict, until the deadline (once)."""
-    return await _changed_one_row(
+    return await changed_one_row(
         db,
         sa.update(orders)
         .where(orders.c.order_id == order_id, orders.c.payment_verdict.is_(None))
@@ -244,7 +178,7 @@ async def claim_verdict(
     This single conditional UPDATE is the arbiter between a webhook and the deadline:
     whichever commits first decides the payment, and the loser changes nothing.
     """
-    return await _changed_one_row(
+    return await changed_one_row(
         db,
         sa.update(orders)
         .where(
@@ -275,7 +209,7 @@ async def close_verdict(db: Db, order_id: int) -> PaymentVerdict:
 async def set_payment_state(db: Db, order_id: int, *, old: str | None, new: str) -> bool:
     """Move the money's state (None -> captured -> refunded), once."""
     state = orders.c.payment_state
-    return await _changed_one_row(
+    return await changed_one_row(
         db,
         sa.update(orders)
         .where(orders.c.order_id == order_id, state.is_(None) if old is None else state == old)
@@ -287,7 +221,7 @@ async def set_status(
     db: Db, order_id: int, *, old: OrderStatus, new: OrderStatus, **values: Any
 ) -> bool:
     """Advance the order's status along one edge of its state machine, once."""
-    return await _changed_one_row(
+    return await changed_one_row(
         db,
         sa.update(orders)
         .where(orders.c.order_id == order_id, orders.c.status == old.value)
@@ -307,88 +241,6 @@ async def cancel_order(db: Db, checkout_key: str, reason: str) -> int | None:
     return order_id
 
 
-# --- reads ----------------------------------------------------------------------------
-
-
-async def order_by_payment(db: Db, payment_id: str) -> Any:
-    result = await db.execute(sa.select(orders).where(orders.c.payment_id == payment_id))
-    return result.first()
-
-
-async def order_by_key(db: Db, checkout_key: str) -> Any:
-    result = await db.execute(sa.select(orders).where(orders.c.checkout_key == checkout_key))
-    return result.first()
-
-
-def order_state(row: Any) -> dict[str, Any]:
-    """The headline of an order, as a webhook conflict reports it."""
-    return {
-        "order_id": row.order_id,
-        "status": row.status,
-        "payment_verdict": row.payment_verdict,
-        "cancel_reason": row.cancel_reason,
-    }
-
-
-async def order_details(db: Db, order_id: int) -> dict[str, Any] | None:
-    row = (await db.execute(sa.select(orders).where(orders.c.order_id == order_id))).first()
-    if row is None:
-        return None
-    items = await db.execute(
-        sa.select(order_items)
-        .where(order_items.c.order_id == order_id)
-        .order_by(order_items.c.product_id)
-    )
-    events = await db.execute(
-        sa.select(order_events)
-        .where(order_events.c.order_id == order_id)
-        .order_by(order_events.c.event_id)
-    )
-    return {
-        "order_id": row.order_id,
-        "status": row.status,
-        "items": [
-            {
-                "product_id": item.product_id,
-                "quantity": item.quantity,
-                "unit_price_cents": item.unit_price_cents,
-            }
-            for item in items
-        ],
-        "total_cents": row.total_cents,
-        "shipping_address": row.shipping_address,
-        "payment_id": row.payment_id,
-        "payment_verdict": row.payment_verdict,
-        "payment_deadline": row.payment_deadline,
-        "tracking_number": row.tracking_number,
-        "progress_remaining": dispatch_remaining(
-            OrderStatus(row.status), row.dispatch_eta, utcnow()
-        ),
-        "cancel_reason": row.cancel_reason,
-        "created_at": row.created_at,
-        "events": [{"type": e.type, "at": e.at, "detail": e.detail} for e in events],
-    }
-
-
-async def list_orders(db: Db, *, limit: int, before: int | None) -> list[dict[str, Any]]:
-    """Recent orders, newest first, by keyset pagination on the order ID."""
-    query = sa.select(orders).order_by(orders.c.order_id.desc()).limit(limit)
-    if before is not None:
-        query = query.where(orders.c.order_id < before)
-    result = await db.execute(query)
-    return [
-        {
-            "order_id": row.order_id,
-            "status": row.status,
-            "total_cents": row.total_cents,
-            "cancel_reason": row.cancel_reason,
-            "tracking_number": row.tracking_number,
-            "created_at": row.created_at,
-        }
-        for row in result
-    ]
-
-
 async def payment_of(db: Db, order_id: int) -> tuple[str | None, str | None]:
     """The order's payment verdict and the state of its money."""
     result = await db.execute(
@@ -403,76 +255,9 @@ async def payment_of(db: Db, order_id: int) -> tuple[str | None, str | None]:
 async def mark_refunded(db: Db, order_id: int) -> bool:
     """Record the refund once, whether or not the capture itself was recorded first."""
     state = orders.c.payment_state
-    return await _changed_one_row(
+    return await changed_one_row(
         db,
         sa.update(orders)
         .where(orders.c.order_id == order_id, sa.or_(state.is_(None), state == "captured"))
         .values(payment_state="refunded", updated_at=utcnow()),
     )
-
-
-async def unfinished_orders(db: Db, older_than: datetime) -> list[Any]:
-    """Orders not yet DISPATCHED or CANCELLED, created before `older_than`, oldest first."""
-    result = await db.execute(
-        sa.select(orders)
-        .where(orders.c.status.not_in(TERMINAL), orders.c.created_at < older_than)
-        .order_by(orders.c.order_id)
-        .limit(500)
-    )
-    return list(result)
-
-
-# --- dead letters ---------------------------------------------------------------------
-
-
-async def park_dead_letter(
-    db: Db, *, order_id: int, workflow_id: str, compensation: str, error: str, attempts: int
-) -> None:
-    """Record (or re-record) a compensation that keeps failing as parked."""
-    now = utcnow()
-    values = {
-        "last_error": error[:2000],
-        "attempts": attempts,
-        "status": "parked",
-        "updated_at": now,
-    }
-    updated = await _changed_one_row(
-        db,
-        sa.update(dead_letters)
-        .where(dead_letters.c.order_id == order_id, dead_letters.c.compensation == compensation)
-        .values(**values),
-    )
-    if not updated:
-        await db.execute(
-            sa.insert(dead_letters).values(
-                order_id=order_id,
-                workflow_id=workflow_id,
-                compensation=compensation,
-                parked_at=now,
-                **values,
-            )
-        )
-
-
-async def set_dead_letter_status(db: Db, order_id: int, compensation: str, status: str) -> bool:
-    return await _changed_one_row(
-        db,
-        sa.update(dead_letters)
-        .where(dead_letters.c.order_id == order_id, dead_letters.c.compensation == compensation)
-        .values(status=status, updated_at=utcnow()),
-    )
-
-
-async def dead_letter(db: Db, dead_letter_id: int) -> Any:
-    result = await db.execute(
-        sa.select(dead_letters).where(dead_letters.c.dead_letter_id == dead_letter_id)
-    )
-    return result.first()
-
-
-async def list_dead_letters(db: Db, *, include_resolved: bool = False) -> list[dict[str, Any]]:
-    query = sa.select(dead_letters).order_by(dead_letters.c.dead_letter_id.desc()).limit(200)
-    if not include_resolved:
-        query = query.where(dead_letters.c.status != "resolved")
-    result = await db.execute(query)
-    return [dict(row._mapping) for row in result]

@@ -1,0 +1,81 @@
+"""Every SQL statement the store runs, as small async functions taking a connection.
+
+By topic: `catalog` (products and stock), `orders` (the saga's writes: each one a
+conditional UPDATE or a keyed insert, so that running it twice changes nothing),
+`reads` (orders read back), `dead_letters` (parked compensations) and `ops` (the
+operations view). Callers use them through this package: `queries.reserve_stock(db, id)`.
+"""
+
+from widget_store.queries._base import TERMINAL, Db, utcnow
+from widget_store.queries.catalog import (
+    first_product,
+    get_product,
+    list_products,
+    prices_of,
+    set_all_inventory,
+)
+from widget_store.queries.dead_letters import (
+    dead_letter,
+    list_dead_letters,
+    park_dead_letter,
+    set_dead_letter_status,
+)
+from widget_store.queries.orders import (
+    append_event,
+    cancel_order,
+    claim_verdict,
+    close_verdict,
+    insert_order,
+    mark_refunded,
+    open_payment,
+    order_lines,
+    payment_of,
+    release_stock,
+    reserve_stock,
+    set_payment_state,
+    set_status,
+)
+from widget_store.queries.reads import (
+    event_count,
+    list_orders,
+    order_by_key,
+    order_by_payment,
+    order_details,
+    order_state,
+    unfinished_orders,
+)
+
+__all__ = [
+    "TERMINAL",
+    "Db",
+    "append_event",
+    "cancel_order",
+    "claim_verdict",
+    "close_verdict",
+    "dead_letter",
+    "event_count",
+    "first_product",
+    "get_product",
+    "insert_order",
+    "list_dead_letters",
+    "list_orders",
+    "list_products",
+    "mark_refunded",
+    "open_payment",
+    "order_by_key",
+    "order_by_payment",
+    "order_details",
+    "order_lines",
+    "order_state",
+    "park_dead_letter",
+    "payment_of",
+    "prices_of",
+    "release_stock",
+    "reserve_stock",
+    "set_all_inventory",
+    "set_dead_letter_status",
+    "set_payment_state",
+    "set_status",
+    "unfinished_orders",
+    "utcnow",
+]

@@ -1,0 +1,113 @@
+"""Reading orders back: by key, in full with items and history, in pages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from widget_store.domain import OrderStatus, dispatch_remaining
+from widget_store.queries._base import TERMINAL, Db, utcnow
+from widget_store.schema import order_events, order_items, orders
+
+
+async def order_by_payment(db: Db, payment_id: str) -> Any:
+    result = await db.execute(sa.select(orders).where(orders.c.payment_id == payment_id))
+    return result.first()
+
+
+async def order_by_key(db: Db, checkout_key: str) -> Any:
+    result = await db.execute(sa.select(orders).where(orders.c.checkout_key == checkout_key))
+    return result.first()
+
+
+def order_state(row: Any) -> dict[str, Any]:
+    """The headline of an order, as a webhook conflict reports it."""
+    return {
+        "order_id": row.order_id,
+        "status": row.status,
+        "payment_verdict": row.payment_verdict,
+        "cancel_reason": row.cancel_reason,
+    }
+
+
+async def order_details(db: Db, order_id: int) -> dict[str, Any] | None:
+    row = (await db.execute(sa.select(orders).where(orders.c.order_id == order_id))).first()
+    if row is None:
+        return None
+    items = await db.execute(
+        sa.select(order_items)
+        .where(order_items.c.order_id == order_id)
+        .order_by(order_items.c.product_id)
+    )
+    events = await db.execute(
+        sa.select(order_events)
+        .where(order_events.c.order_id == order_id)
+        .order_by(order_events.c.event_id)
+    )
+    return {
+        "order_id": row.order_id,
+        "status": row.status,
+        "items": [
+            {
+                "product_id": item.product_id,
+                "quantity": item.quantity,
+                "unit_price_cents": item.unit_price_cents,
+            }
+            for item in items
+        ],
+        "total_cents": row.total_cents,
+        "shipping_address": row.shipping_address,
+        "payment_id": row.payment_id,
+        "payment_verdict": row.payment_verdict,
+        "payment_deadline": row.payment_deadline,
+        "tracking_number": row.tracking_number,
+        "progress_remaining": dispatch_remaining(
+            OrderStatus(row.status), row.dispatch_eta, utcnow()
+        ),
+        "cancel_reason": row.cancel_reason,
+        "created_at": row.created_at,
+        "events": [{"type": e.type, "at": e.at, "detail": e.detail} for e in events],
+    }
+
+
+async def list_orders(db: Db, *, limit: int, before: int | None) -> list[dict[str, Any]]:
+    """Recent orders, newest first, by keyset pagination on the order ID."""
+    query = sa.select(orders).order_by(orders.c.order_id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(orders.c.order_id < before)
+    result = await db.execute(query)
+    return [
+        {
+            "order_id": row.order_id,
+            "status": row.status,
+            "total_cents": row.total_cents,
+            "cancel_reason": row.cancel_reason,
+            "tracking_number": row.tracking_number,
+            "created_at": row.created_at,
+        }
+        for row in result
+    ]
+
+
+async def unfinished_orders(db: Db, older_than: datetime) -> list[Any]:
+    """Orders not yet DISPATCHED or CANCELLED, created before `older_than`, oldest first."""
+    result = await db.execute(
+        sa.select(orders)
+        .where(orders.c.status.not_in(TERMINAL), orders.c.created_at < older_than)
+        .order_by(orders.c.order_id)
+        .limit(500)
+    )
+    return list(result)
+
+
+async def event_count(db: Db, order_id: int) -> int:
+    """How many entries the order's event log holds: a cheap "anything new?"."""
+    result = await db.execute(
+        sa.select(sa.func.count())
+        .select_from(order_events)
+        .where(order_events.c.order_id == order_id)
+    )
+    count: int = result.scalar_one()
+    return count
