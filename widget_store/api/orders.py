@@ -6,9 +6,10 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from widget_store import checkout, order_watch, queries
-from widget_store.api.deps import Engine, Reader
+from widget_store.api.deps import Engine, Reader, SettingsDep
 from widget_store.api.models import CheckoutIn, CheckoutOut, ErrorOut, OrderOut, OrderPageOut
 from widget_store.domain import CheckoutRequest, LineItem, UnknownProduct
 
@@ -72,6 +73,7 @@ async def _checkout_request(db: Reader, cart: CheckoutIn) -> CheckoutRequest:
 async def get_order(
     order_id: OrderId,
     engine: Engine,
+    settings: SettingsDep,
     after_events: Annotated[
         int | None,
         Query(ge=0, le=10_000, description="long poll: answer once the log is longer than this"),
@@ -83,16 +85,30 @@ async def get_order(
     With `after_events=n`, the answer waits (up to `wait_s`) until the order's event log
     holds more than n entries: a page learns of each change at once, without polling.
     """
-    deadline = time.monotonic() + wait_s
-    while True:
-        async with engine.connect() as conn:
-            order = await queries.order_details(conn, order_id)
-        if order is None:
-            raise HTTPException(404, f"unknown order {order_id}")
-        remaining = deadline - time.monotonic()
-        if after_events is None or len(order["events"]) > after_events or remaining <= 0:
+    with order_watch.watching(order_id) as news:  # subscribe first: no news slips by
+        order = await _read_order(engine, order_id)
+        if after_events is None:
             return order
-        await order_watch.wait(order_id, min(remaining, order_watch.RECHECK_S))
+        deadline = time.monotonic() + wait_s
+        recheck_s = order_watch.recheck_s(settings.workers)
+        while len(order["events"]) <= after_events:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if not await news.next(min(remaining, recheck_s)):
+                async with engine.connect() as conn:  # news from another process?
+                    if await queries.event_count(conn, order_id) <= after_events:
+                        continue
+            order = await _read_order(engine, order_id)
+        return order
+
+
+async def _read_order(engine: AsyncEngine, order_id: int) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        order = await queries.order_details(conn, order_id)
+    if order is None:
+        raise HTTPException(404, f"unknown order {order_id}")
+    return order
 
 
 @router.get("/orders", response_model=OrderPageOut)
