@@ -40,7 +40,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue = durability.internal_queue()
-        durability.slow_background_jobs()
+        durability.pace_dbos_background_work()
         DBOS(config=durability.dbos_config(settings))
         datasource = await AsyncSQLAlchemyDatasource.create(
             settings.database.async_url, engine_kwargs=_engine_kwargs(settings)

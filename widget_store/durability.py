@@ -1,6 +1,7 @@
 """How the store configures DBOS: its settings, and the pace of its internal queue.
 
-Two of DBOS's background loops set the pace of an idle app's database traffic.
+DBOS's background loops set the pace of an idle app's database traffic, and of what
+thousands of waiting checkouts cost.
 
 DBOS recovers a crashed process's workflows by re-enqueueing them on its internal queue,
 which it polls once a second by default, one database transaction per poll. The store
@@ -16,6 +17,7 @@ import asyncio
 from dbos import DBOSConfig, Queue
 from dbos import _workflow_commands as dbos_workflow_commands
 from dbos._dbos import _get_or_create_dbos_registry
+from dbos._sys_db import SystemDatabase
 from dbos._utils import INTERNAL_QUEUE_NAME
 
 from widget_store.config import Settings
@@ -30,6 +32,14 @@ QUIET_POLL_S = 10.0
 # DBOS sweeps for DELAYED workflows and workflow deadlines every second, a transaction or
 # three each time; the store uses neither feature, so a slower sweep costs it nothing.
 BACKGROUND_JOBS_S = 10.0
+# Every workflow waiting in recv (a checkout waiting for payment) re-reads its messages
+# this often, in case a LISTEN/NOTIFY wake-up was lost (PostgreSQL restarting). DBOS's
+# 60 s makes 10,000 waiting checkouts cost 170 queries a second; at 120 s, half. A lost
+# wake-up costs latency, never correctness: the verdict is in the order row.
+MISSED_WAKEUP_RECHECK_S = 120.0
+# DBOS runs its database calls in a thread pool it leaves unbounded: bursts of waiting
+# workflows re-checking at once would each add a thread. Bounded, they queue instead.
+MAX_THREADS = 32
 
 
 def dbos_config(settings: Settings) -> DBOSConfig:
@@ -40,16 +50,23 @@ def dbos_config(settings: Settings) -> DBOSConfig:
         "application_version": settings.app_version,
         "executor_id": settings.executor_id,
         "log_level": settings.log_level,
+        "max_executor_threads": MAX_THREADS,
     }
     if settings.database.is_sqlite:
         config["notification_listener_polling_interval_sec"] = SQLITE_POLL_INTERVAL_S
     return config
 
 
-def slow_background_jobs() -> None:
-    """Set DBOS's sweep interval (read when DBOS launches); skipped if DBOS renamed it."""
+def pace_dbos_background_work() -> None:
+    """Set DBOS's sweep and recheck intervals (read when DBOS launches and waits).
+
+    Both are module and class attributes of DBOS's, not configuration: each is skipped if
+    a DBOS release renames it, which only brings back DBOS's default pace.
+    """
     if hasattr(dbos_workflow_commands, "_BACKGROUND_JOBS_INTERVAL_SEC"):
         dbos_workflow_commands._BACKGROUND_JOBS_INTERVAL_SEC = BACKGROUND_JOBS_S
+    if hasattr(SystemDatabase, "_notification_fallback_polling_interval"):
+        SystemDatabase._notification_fallback_polling_interval = MISSED_WAKEUP_RECHECK_S
 
 
 def internal_queue() -> Queue:

@@ -3,7 +3,9 @@
 Inert unless the app was built with `WIDGET_STORE_FAULT_INJECTION=1` (refused in
 production): until then `after_step` is a dictionary lookup on an empty dictionary.
 Arming lives in this process's memory only, so the replacement process that recovers the
-workflow is not armed and does not crash again at the same place.
+workflow is not armed and does not crash again at the same place. The hook also fires
+when a recovered workflow replays a recorded step, so arm a process only once the
+workflows it recovers have finished.
 """
 
 from __future__ import annotations
