@@ -405,7 +405,7 @@ async def crash_at_every_step(workdir: Path) -> Report:
             http.post(f"/_faults/crash-after/{point.step}").raise_for_status()
             if point.fail_in:
                 http.post(f"/_faults/fail-in/{point.fail_in}").raise_for_status()
-            order_id, payment_id = await asyncio.to_thread(_place, http, point.address)
+            key, order_id, payment_id = await asyncio.to_thread(_place, http, point.address)
             await asyncio.to_thread(_pay, http, payment_id)
             try:
                 await asyncio.to_thread(storm.server.new_worker_after, pid, 30)
@@ -413,6 +413,9 @@ async def crash_at_every_step(workdir: Path) -> Report:
             except AssertionError:
                 report.unexpected.append(f"{point.step}: the app never crashed there")
             order = await asyncio.to_thread(_wait_terminal, http, order_id)
+            # The order row ends before its workflow does; arming the next crash point
+            # while this workflow still replays would crash it on its replay instead.
+            await asyncio.to_thread(_wait_workflow_done, storm.database.sync_url, key)
             outcome = order["cancel_reason"] or order["status"]
             report.outcomes.setdefault(point.step, Counter())[outcome] += 1
             report.placed += 1
@@ -442,13 +445,31 @@ def _retry(send: Any, *, timeout: float = 60) -> httpx.Response:
         time.sleep(0.05)
 
 
-def _place(http: httpx.Client, address: str) -> tuple[int, str]:
+def _place(http: httpx.Client, address: str) -> tuple[str, int, str]:
     key = f"crash-{uuid.uuid4().hex}"
     body = {"items": [{"product_id": 1, "quantity": 1}], "shipping_address": address}
     response = _retry(lambda: http.post(f"/checkout/{key}", json=body))
     response.raise_for_status()
     reply = response.json()
-    return reply["order_id"], reply["payment_id"]
+    return key, reply["order_id"], reply["payment_id"]
+
+
+def _wait_workflow_done(url: str, workflow_id: str, timeout: float = 60) -> None:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                status = conn.execute(
+                    sa.text("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = :id"),
+                    {"id": workflow_id},
+                ).scalar()
+            if status == "SUCCESS":
+                return
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+    raise AssertionError(f"workflow {workflow_id} never finished")
 
 
 def _pay(http: httpx.Client, payment_id: str) -> None:
