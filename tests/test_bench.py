@@ -1,0 +1,47 @@
+"""The benchmarks' smoke run, so they never rot: seconds of each, no targets checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from widget_store.config import PROJECT_ROOT
+
+pytestmark = [pytest.mark.postgres, pytest.mark.process]
+
+
+@pytest.fixture(autouse=True)
+def postgres_binaries() -> None:
+    if shutil.which("pg_ctl") or any(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")):
+        return
+    if os.environ.get("WIDGET_STORE_REQUIRE_POSTGRES"):
+        pytest.fail("the benchmarks need PostgreSQL's server binaries (initdb, pg_ctl)")
+    pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+
+
+def test_the_benchmark_smoke_run_measures_every_scenario(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "smoke", "--results", str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    throughput = json.loads((tmp_path / "smoke-throughput.json").read_text())
+    assert [level["shoppers"] for level in throughput["levels"]] == [1, 4]
+    assert all(level["purchases"] > 0 and level["errors"] == 0 for level in throughput["levels"])
+    assert all(level["commits_per_purchase"] for level in throughput["levels"])
+    assert (tmp_path / "smoke-throughput.png").stat().st_size > 1000
+    recovery = json.loads((tmp_path / "recovery.json").read_text())
+    assert recovery["serving_s"] > 0 and recovery["resumed_s"] is not None
+    waiting = json.loads((tmp_path / "waiting-20.json").read_text())
+    assert waiting["waiting"] == 20 and waiting["drained_per_s"] > 0
+    assert "Targets:" in result.stdout
