@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 
 from dbos import DBOSConfig, Queue
+from dbos import _sys_db_postgres as dbos_sys_db_postgres
 from dbos import _workflow_commands as dbos_workflow_commands
 from dbos._dbos import _get_or_create_dbos_registry
 from dbos._sys_db import SystemDatabase
@@ -31,7 +32,10 @@ RECOVERY_WINDOW_S = 15.0
 QUIET_POLL_S = 10.0
 # DBOS sweeps for DELAYED workflows and workflow deadlines every second, a transaction or
 # three each time; the store uses neither feature, so a slower sweep costs it nothing.
-BACKGROUND_JOBS_S = 10.0
+# The sweeping process holds an advisory lock in an open transaction between sweeps, and
+# DBOS lets PostgreSQL end that session after 5 s idle: a longer interval would have the
+# session killed, and DBOS's whole connection pool rebuilt, at every sweep.
+BACKGROUND_JOBS_S = 4.0
 # Every workflow waiting in recv (a checkout waiting for payment) re-reads its messages
 # this often, in case a LISTEN/NOTIFY wake-up was lost (PostgreSQL restarting). DBOS's
 # 60 s makes 10,000 waiting checkouts cost 170 queries a second; at 120 s, half. A lost
@@ -64,9 +68,15 @@ def pace_dbos_background_work() -> None:
     a DBOS release renames it, which only brings back DBOS's default pace.
     """
     if hasattr(dbos_workflow_commands, "_BACKGROUND_JOBS_INTERVAL_SEC"):
-        dbos_workflow_commands._BACKGROUND_JOBS_INTERVAL_SEC = BACKGROUND_JOBS_S
+        dbos_workflow_commands._BACKGROUND_JOBS_INTERVAL_SEC = background_jobs_interval_s()
     if hasattr(SystemDatabase, "_notification_fallback_polling_interval"):
         SystemDatabase._notification_fallback_polling_interval = MISSED_WAKEUP_RECHECK_S
+
+
+def background_jobs_interval_s() -> float:
+    """The sweep interval, kept inside the idle timeout of the sweep lock's session."""
+    lock_idle_s = getattr(dbos_sys_db_postgres, "BACKGROUND_JOB_LOCK_IDLE_TIMEOUT_MS", 5000) / 1000
+    return min(BACKGROUND_JOBS_S, 0.8 * lock_idle_s)
 
 
 def internal_queue() -> Queue:
