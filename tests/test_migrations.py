@@ -100,3 +100,17 @@ def test_the_schema_downgrades_and_upgrades_cleanly(empty_database: str) -> None
     assert not STORE_TABLES & tables(empty_database)
     command.upgrade(alembic_config(settings), "head")
     assert tables(empty_database) >= STORE_TABLES
+
+
+def test_the_embedded_database_keeps_a_write_ahead_log_so_readers_never_block(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    migrate(Settings.from_env({"WIDGET_STORE_DATABASE_URL": url}))
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+    finally:
+        engine.dispose()
