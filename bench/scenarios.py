@@ -90,7 +90,10 @@ def waiting(count: int, seconds: float, results: Path = RESULTS) -> None:
         f"  other shoppers: {measured.purchases_per_s_idle:.1f}/s idle, "
         f"{measured.purchases_per_s_waiting:.1f}/s with them"
     )
-    print(f"  paid all at once: drained at {measured.drained_per_s:.1f}/s")
+    print(
+        f"  paid all at once: drained at {m.drained_per_s:.1f}/s "
+        f"(over the first {m.drain_window_s:.0f} s)"
+    )
     print(
         target(
             "resident memory with them waiting",
