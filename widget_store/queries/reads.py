@@ -33,6 +33,20 @@ def order_state(row: Any) -> dict[str, Any]:
 
 
 async def order_details(db: Db, order_id: int) -> dict[str, Any] | None:
+    """The order with its items and event log.
+
+    The log is read before the order row: under READ COMMITTED each read sees its own
+    moment, and a step may commit in between. Read this way, the row is never older than
+    the log, so a page that long-polls for events after the last one it saw never waits
+    for news it has been shown in the log but not in the status.
+    """
+    events = (
+        await db.execute(
+            sa.select(order_events)
+            .where(order_events.c.order_id == order_id)
+            .order_by(order_events.c.event_id)
+        )
+    ).all()
     row = (await db.execute(sa.select(orders).where(orders.c.order_id == order_id))).first()
     if row is None:
         return None
@@ -40,11 +54,6 @@ async def order_details(db: Db, order_id: int) -> dict[str, Any] | None:
         sa.select(order_items)
         .where(order_items.c.order_id == order_id)
         .order_by(order_items.c.product_id)
-    )
-    events = await db.execute(
-        sa.select(order_events)
-        .where(order_events.c.order_id == order_id)
-        .order_by(order_events.c.event_id)
     )
     return {
         "order_id": row.order_id,

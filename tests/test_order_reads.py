@@ -1,0 +1,70 @@
+"""Reading an order while its saga moves on: the status is never older than the log."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from widget_store import queries
+from widget_store.config import Settings
+from widget_store.schema import order_events, orders
+
+
+def test_a_step_committing_mid_read_never_shows_its_event_without_its_status(
+    settings: Settings,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    writer = sa.create_engine(settings.database.sync_url)
+    with writer.begin() as conn:
+        order_id = conn.execute(
+            sa.insert(orders)
+            .values(
+                checkout_key="mid-read",
+                fingerprint="f",
+                status="PENDING",
+                total_cents=100,
+                shipping_address="1 Main St",
+                payment_id="pay_mid_read",
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(orders.c.order_id)
+        ).scalar_one()
+        conn.execute(sa.insert(order_events).values(order_id=order_id, type="placed", at=now))
+
+    def cancel() -> None:  # what cancel_order commits: the status and its event together
+        with writer.begin() as conn:
+            conn.execute(sa.update(orders).values(status="CANCELLED"))
+            conn.execute(
+                sa.insert(order_events).values(order_id=order_id, type="checkout_failed", at=now)
+            )
+
+    async def read_while_cancelling() -> dict[str, Any] | None:
+        engine = create_async_engine(settings.database.async_url)
+        reads = 0
+
+        def after_first_read(*_: Any) -> None:
+            nonlocal reads
+            reads += 1
+            if reads == 1:
+                cancel()  # a step commits between the reader's statements
+
+        sa.event.listen(engine.sync_engine, "after_cursor_execute", after_first_read)
+        try:
+            async with engine.connect() as conn:
+                return await queries.order_details(conn, order_id)
+        finally:
+            await engine.dispose()
+
+    try:
+        order = asyncio.run(read_while_cancelling())
+    finally:
+        writer.dispose()
+
+    assert order is not None
+    if "checkout_failed" in [event["type"] for event in order["events"]]:
+        assert order["status"] == "CANCELLED"
