@@ -141,3 +141,14 @@ def settings(database_url: str) -> Settings:
 def store(settings: Settings) -> Iterator[Store]:
     with Store.running(settings) as running:
         yield running
+
+
+@pytest.fixture
+def postgres_server_binaries() -> None:
+    """The chaos and benchmark runs build private PostgreSQL clusters: they need `initdb`
+    and `pg_ctl`. Required in CI (WIDGET_STORE_REQUIRE_POSTGRES), skipped elsewhere."""
+    if shutil.which("pg_ctl") or any(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")):
+        return
+    if os.environ.get("WIDGET_STORE_REQUIRE_POSTGRES"):
+        pytest.fail("this test needs PostgreSQL's server binaries (initdb, pg_ctl)")
+    pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")

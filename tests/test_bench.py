@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +11,11 @@ import pytest
 
 from widget_store.config import PROJECT_ROOT
 
-pytestmark = [pytest.mark.postgres, pytest.mark.process]
-
-
-@pytest.fixture(autouse=True)
-def postgres_binaries() -> None:
-    if shutil.which("pg_ctl") or any(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")):
-        return
-    if os.environ.get("WIDGET_STORE_REQUIRE_POSTGRES"):
-        pytest.fail("the benchmarks need PostgreSQL's server binaries (initdb, pg_ctl)")
-    pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.process,
+    pytest.mark.usefixtures("postgres_server_binaries"),
+]
 
 
 def test_the_benchmark_smoke_run_measures_every_scenario(tmp_path: Path) -> None:

@@ -7,24 +7,17 @@ The full storm (1,000 checkouts, a dozen app kills, two PostgreSQL restarts) is
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.chaos.run import crash_at_every_step, crash_points, random_faults
 
-pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
-
-
-@pytest.fixture(autouse=True)
-def postgres_binaries() -> None:
-    if shutil.which("pg_ctl") or any(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")):
-        return
-    if os.environ.get("WIDGET_STORE_REQUIRE_POSTGRES"):
-        pytest.fail("chaos tests need PostgreSQL's server binaries (initdb, pg_ctl)")
-    pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.postgres,
+    pytest.mark.usefixtures("postgres_server_binaries"),
+]
 
 
 def test_crashing_right_after_every_step_and_compensation_loses_nothing(tmp_path: Path) -> None:
