@@ -43,6 +43,24 @@ STORE_TABLES = [
 ]
 
 
+# Every test's layer is the folder it lives in; the marker follows, so none can be forgotten.
+LAYER_MARKERS = {
+    "unit": ("unit",),
+    "integration": ("integration",),
+    "process": ("process",),
+    "browser": ("browser", "process"),
+    "chaos": ("chaos", "process", "postgres"),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items:
+        layer = item.path.relative_to(tests_dir).parts[0]
+        for marker in LAYER_MARKERS.get(layer, ()):
+            item.add_marker(marker)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get(REQUIRE_PG_VARIABLE) and not os.environ.get(PG_URL_VARIABLE):
         raise pytest.UsageError(

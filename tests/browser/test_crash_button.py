@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import Console
 from tests.browser.shopping import ORDER_PAGE, api_order, buy, order_id_of, restock
 from tests.server import ServerProcess
-
-pytestmark = [pytest.mark.browser, pytest.mark.process]
 
 RESTART_TIMEOUT_MS = 60_000
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.shopping import restock
 from tests.helpers import new_key
 from tests.server import ServerProcess
-
-pytestmark = [pytest.mark.browser, pytest.mark.process]
 
 
 def checkout(shop: ServerProcess, decision: str | None) -> int:

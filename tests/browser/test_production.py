@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import ADMIN_TOKEN, Console
 from tests.browser.shopping import ORDER_PAGE, buy
 from tests.server import ServerProcess
-
-pytestmark = [pytest.mark.browser, pytest.mark.process]
 
 
 def page_config(page: Page) -> Any:

@@ -19,8 +19,6 @@ from tests.conftest import UPDATE_SCREENSHOTS_VARIABLE
 from tests.server import ServerProcess
 from widget_store.config import PROJECT_ROOT
 
-pytestmark = [pytest.mark.browser, pytest.mark.process]
-
 SCREENSHOTS = ["catalog", "payment", "order-dispatched", "order-compensated", "ops-timeline"]
 
 

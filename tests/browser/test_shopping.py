@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.browser.conftest import Console
@@ -20,8 +19,6 @@ from tests.browser.shopping import (
     restock,
 )
 from tests.server import ServerProcess
-
-pytestmark = [pytest.mark.browser, pytest.mark.process]
 
 
 def test_buying_two_products_and_paying_ends_dispatched_with_a_tracking_number(

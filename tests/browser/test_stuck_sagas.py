@@ -13,8 +13,6 @@ from tests.browser.conftest import serve
 from tests.helpers import new_key
 from tests.server import ServerProcess
 
-pytestmark = [pytest.mark.browser, pytest.mark.process]
-
 
 @pytest.fixture(scope="module")
 def fragile_shop(

@@ -12,8 +12,6 @@ from tests.helpers import Shopper, cart
 from tests.server import ServerProcess, running_server
 from widget_store.config import Database, Settings
 
-pytestmark = pytest.mark.process
-
 DISPATCH_S = 3.0
 
 

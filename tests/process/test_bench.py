@@ -11,11 +11,7 @@ import pytest
 
 from widget_store.config import PROJECT_ROOT
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.process,
-    pytest.mark.usefixtures("postgres_server_binaries"),
-]
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("postgres_server_binaries")]
 
 
 def test_the_benchmark_smoke_run_measures_every_scenario(tmp_path: Path) -> None:

@@ -13,11 +13,7 @@ import pytest
 
 from tests.chaos.run import crash_at_every_step, crash_points, random_faults
 
-pytestmark = [
-    pytest.mark.chaos,
-    pytest.mark.postgres,
-    pytest.mark.usefixtures("postgres_server_binaries"),
-]
+pytestmark = pytest.mark.usefixtures("postgres_server_binaries")
 
 
 def test_crashing_right_after_every_step_and_compensation_loses_nothing(tmp_path: Path) -> None:

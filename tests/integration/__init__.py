@@ -1,0 +1,1 @@
+"""Integration tests: the store in process (FastAPI TestClient) on SQLite and PostgreSQL."""

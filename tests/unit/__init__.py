@@ -1,0 +1,1 @@
+"""Unit tests: no database, no server; each takes milliseconds."""
