@@ -8,14 +8,13 @@ brings news rather than another "not yet").
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
 
 import httpx
 
-from widget_store.payments import SIGNATURE_HEADER, sign_webhook
+from widget_store.payments import signed_webhook
 
 BODY = {"items": [{"product_id": 1, "quantity": 1}], "shipping_address": "1 Bench Street"}
 PAID = ("PAID", "DISPATCHED")
@@ -61,15 +60,10 @@ class Buyer:
         return reply
 
     async def pay(self, placed: dict[str, str], result: LoadResult) -> bool:
-        body = json.dumps({"event_id": f"evt_{uuid.uuid4().hex}", "amount_cents": self.price_cents})
-        raw = body.encode()
-        headers = {
-            SIGNATURE_HEADER: sign_webhook(self.secret, int(time.time()), raw),
-            "Content-Type": "application/json",
-        }
+        webhook = signed_webhook(self.secret, placed["payment_id"], "paid", self.price_cents)
         started = time.perf_counter()
         response = await self.client.post(
-            f"/payment_webhook/{placed['payment_id']}/paid", content=raw, headers=headers
+            webhook.path, content=webhook.body, headers=webhook.headers
         )
         result.webhook_ms.append((time.perf_counter() - started) * 1000)
         if response.status_code != 200:

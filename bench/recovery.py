@@ -15,7 +15,6 @@ the kill:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -27,7 +26,7 @@ import httpx
 import sqlalchemy as sa
 
 from bench.store import BenchStore, StoreOptions
-from widget_store.payments import SIGNATURE_HEADER, sign_webhook
+from widget_store.payments import signed_webhook
 
 DISPATCH_S = 4.0
 
@@ -52,15 +51,12 @@ async def _checkout(client: httpx.AsyncClient, address: str) -> dict[str, Any]:
 
 
 async def _pay(client: httpx.AsyncClient, secret: str, placed: dict[str, Any], price: int) -> None:
-    raw = json.dumps({"event_id": f"evt_{uuid.uuid4().hex}", "amount_cents": price}).encode()
-    headers = {
-        SIGNATURE_HEADER: sign_webhook(secret, int(time.time()), raw),
-        "Content-Type": "application/json",
-    }
-    url = f"/payment_webhook/{placed['payment_id']}/paid"
+    webhook = signed_webhook(secret, placed["payment_id"], "paid", price)
     for _ in range(200):
         try:
-            response = await client.post(url, content=raw, headers=headers)
+            response = await client.post(
+                webhook.path, content=webhook.body, headers=webhook.headers
+            )
             if response.status_code < 500:
                 return
         except httpx.TransportError:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 import time
 import uuid
@@ -26,7 +25,7 @@ import sqlalchemy as sa
 from bench.load import BODY, shop
 from bench.metrics import rss_mb, threads
 from bench.store import BenchStore, StoreOptions
-from widget_store.payments import SIGNATURE_HEADER, sign_webhook
+from widget_store.payments import signed_webhook
 
 PAYMENT_TIMEOUT_S = 6 * 3600.0
 DRAIN_WINDOW_S = 180.0
@@ -70,15 +69,9 @@ async def _pay_all(
         semaphore = asyncio.Semaphore(concurrency)
 
         async def pay(order: dict[str, str]) -> None:
-            raw = json.dumps({"event_id": f"evt_{uuid.uuid4().hex}", "amount_cents": price})
-            headers = {
-                SIGNATURE_HEADER: sign_webhook(secret, int(time.time()), raw.encode()),
-                "Content-Type": "application/json",
-            }
+            webhook = signed_webhook(secret, order["payment_id"], "paid", price)
             async with semaphore:
-                await client.post(
-                    f"/payment_webhook/{order['payment_id']}/paid", content=raw, headers=headers
-                )
+                await client.post(webhook.path, content=webhook.body, headers=webhook.headers)
 
         await asyncio.gather(*(pay(order) for order in placed))
 

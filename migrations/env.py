@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from alembic import context
 
 from widget_store.config import Settings
-from widget_store.provider import provider_metadata
 from widget_store.schema import metadata
-from widget_store.shipping import carrier_metadata
+from widget_store.simulated.carrier import carrier_metadata
+from widget_store.simulated.provider import provider_metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

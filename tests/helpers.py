@@ -2,23 +2,53 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import httpx
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from widget_store.app import create_app
-from widget_store.config import Settings
-from widget_store.payments import SIGNATURE_HEADER, sign_webhook
+from widget_store.config import Environment, Settings
+from widget_store.payments import SIGNATURE_HEADER, sign_webhook, webhook_body
 
 TERMINAL = ("DISPATCHED", "CANCELLED")
+ADMIN_TOKEN = "test-admin-token-0123456789"
+PRODUCTION_WEBHOOK_SECRET = "whsec_production_secret"
+T = TypeVar("T")
+
+
+def eventually(
+    read: Callable[[], T],
+    until: Callable[[T], object] = bool,
+    *,
+    timeout: float = 20.0,
+    every: float = 0.05,
+    what: str = "the condition",
+) -> T:
+    """Read until `until(value)` holds and return that value; fail naming the last one.
+
+    A connection refused or dropped counts as "not yet": a server restarting is what a
+    browser or a provider would wait through too.
+    """
+    deadline = time.monotonic() + timeout
+    value: T | None = None
+    while True:
+        try:
+            value = read()
+        except httpx.TransportError:
+            pass
+        else:
+            if until(value):
+                return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never held within {timeout} s; last seen: {value!r}")
+        time.sleep(every)
 
 
 @dataclass(frozen=True)
@@ -40,6 +70,16 @@ def cart(*lines: tuple[int, int], address: str = "1 Main Street, Springfield") -
         "items": [{"product_id": p, "quantity": q} for p, q in lines],
         "shipping_address": address,
     }
+
+
+def production_settings(settings: Settings) -> Settings:
+    """These settings as production runs them: its own secret, the admin token required."""
+    return replace(
+        settings,
+        env=Environment.PRODUCTION,
+        webhook_secret=PRODUCTION_WEBHOOK_SECRET,
+        admin_token=ADMIN_TOKEN,
+    )
 
 
 class Shopper:
@@ -72,25 +112,18 @@ class Shopper:
 
     def wait_for(self, order_id: int, *statuses: str, timeout: float = 20.0) -> dict[str, Any]:
         wanted = statuses or TERMINAL
-        deadline = time.monotonic() + timeout
-        order: dict[str, Any] = {}
-        while True:
-            try:
-                order = self.order(order_id)
-            except httpx.TransportError:
-                pass  # the server is restarting: keep asking, as a browser would
-            else:
-                if order["status"] in wanted:
-                    return order
-            if time.monotonic() > deadline:
-                raise AssertionError(f"order {order_id} never became {wanted}: {order}")
-            time.sleep(0.05)
+        return eventually(
+            lambda: self.order(order_id),
+            lambda order: order["status"] in wanted,
+            timeout=timeout,
+            what=f"order {order_id} being {'/'.join(wanted)}",
+        )
 
     # --- the payment provider ---
 
-    def choose(self, payment_id: str, decision: str) -> httpx.Response:
-        """Press Pay or Decline on the provider's hosted page."""
-        return self.http.post(f"/provider/pay/{payment_id}/{decision}", follow_redirects=False)
+    def choose(self, payment_url: str, decision: str) -> httpx.Response:
+        """Press Pay or Decline on the provider's hosted page (its link is the checkout's)."""
+        return self.http.post(f"{payment_url}/{decision}", follow_redirects=False)
 
     def webhook(
         self,
@@ -108,9 +141,9 @@ class Shopper:
         raw = (
             body
             if body is not None
-            else json.dumps(
-                {"event_id": event_id or f"evt_{uuid.uuid4().hex}", "amount_cents": amount_cents}
-            ).encode()
+            else webhook_body(
+                event_id or f"evt_{uuid.uuid4().hex}", payment_id, status, amount_cents
+            )
         )
         headers = {"Content-Type": "application/json"}
         if signature is None:

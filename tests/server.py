@@ -28,11 +28,24 @@ def widget_store_command() -> list[str]:
 
 
 class ServerProcess:
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
-        self.port = free_port()
+    """`widget-store serve`, or the same command from another checkout (`source`: the
+    folder an older version was extracted to, run with this venv)."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        source: Path | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._env = {**os.environ, **env}
+        self._cwd = source
+        if source is not None:
+            self._env["PYTHONPATH"] = str(source)  # ahead of the editable install's path
         self._process: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=self.base_url, timeout=30)
 
@@ -43,8 +56,12 @@ class ServerProcess:
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
+            command = [*widget_store_command(), "serve", "--port", str(self.port)]
+            if self._cwd is not None:
+                command = [sys.executable, "-m", "widget_store.cli", *command[-3:]]
             self._process = subprocess.Popen(
-                [*widget_store_command(), "serve", "--port", str(self.port)],
+                command,
+                cwd=self._cwd,
                 env=self._env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -88,6 +105,13 @@ class ServerProcess:
                 raise AssertionError(f"worker {old_pid} was never replaced:\n{self.log()}")
             time.sleep(0.02)
         return pid
+
+    def kill(self) -> None:
+        """kill -9 the supervisor and every worker at once, the way a machine goes down."""
+        self.http.close()
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]

@@ -1,3 +1,3 @@
 """Widget Store: a storefront whose checkout is a durable DBOS saga."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -6,22 +6,28 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
-from dbos import DBOS, AsyncSQLAlchemyDatasource
+from dbos import DBOS
 from fastapi import FastAPI
 
-from widget_store import __version__, durability, steps, watchdog
+from widget_store import __version__, durability, watchdog
 from widget_store.api import COMMON_ERRORS, api_router
 from widget_store.api import faults as faults_api
 from widget_store.api.errors import install_error_handlers
 from widget_store.config import Settings
+from widget_store.legacy import v1 as legacy_v1
 from widget_store.middleware import BodySizeLimit, SecurityHeaders
 from widget_store.payments import PaymentProvider
-from widget_store.provider import SimulatedPaymentProvider, provider_router
-from widget_store.shipping import ShippingService, SimulatedCarrier
+from widget_store.shipping import ShippingService
+from widget_store.simulated.carrier import SimulatedCarrier
+from widget_store.simulated.provider import SimulatedPaymentProvider
+from widget_store.simulated.provider_page import provider_router
 from widget_store.web import mount_web
+
+log = logging.getLogger("widget_store.app")
+# Imported for its registrations: version 0.1's workflows, for the checkouts it started.
+REGISTERED_LEGACY = (legacy_v1.checkout_workflow, legacy_v1.resolve_order)
 
 
 def create_app(
@@ -42,29 +48,26 @@ def create_app(
         queue = durability.internal_queue()
         durability.pace_dbos_background_work()
         DBOS(config=durability.dbos_config(settings))
-        datasource = await AsyncSQLAlchemyDatasource.create(
-            settings.database.async_url, engine_kwargs=_engine_kwargs(settings)
-        )
-        engine = datasource.engine
+        engine = durability.create_store_engine(settings)
+        # The outside world's writes take the write lock up front too (SQLite).
         provider = SimulatedPaymentProvider(
-            engine,
+            durability.writer(engine),
             settings.webhook_secret,
             lambda: httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://widget-store.internal"
             ),
         )
-        carrier = SimulatedCarrier(engine)
+        carrier = SimulatedCarrier(durability.writer(engine))
         app.state.settings = settings
         app.state.engine = engine
         app.state.provider = provider
-        steps.install(
-            steps.CheckoutServices(
-                datasource=datasource,
+        durability.install(
+            durability.CheckoutServices(
+                engine=engine,
                 payments=payments(provider) if payments else provider,
                 shipping=shipping(carrier) if shipping else carrier,
                 payment_timeout_s=settings.payment_timeout_s,
                 dispatch_s=settings.dispatch_s,
-                isolation_level="SERIALIZABLE" if settings.database.is_sqlite else "READ COMMITTED",
                 compensation_attempts=settings.compensation_attempts,
                 dead_letter_retry_s=settings.dead_letter_retry_s,
                 app_version=settings.app_version,
@@ -74,6 +77,7 @@ def create_app(
         )
         DBOS.launch()
         watchdog.schedule()
+        await watchdog.take_over_earlier_versions()
         background = [
             asyncio.create_task(durability.slow_down_after_recovery(queue)),
             asyncio.create_task(provider.keep_redelivering()),
@@ -87,11 +91,15 @@ def create_app(
             await engine.dispose()
 
     logging.getLogger("widget_store").setLevel(settings.log_level)
+    docs = not settings.is_production or settings.public_docs
     app = FastAPI(
         title="Widget Store",
         version=__version__,
         description="A crash-proof storefront: every checkout is a durable DBOS saga.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodySizeLimit)
@@ -99,12 +107,14 @@ def create_app(
     app.include_router(api_router())
     if settings.fault_injection:
         app.include_router(faults_api.router)
-    app.include_router(provider_router(lambda request: request.app.state.provider, COMMON_ERRORS))
+    if settings.mounts_simulated_provider:
+        if settings.is_production:
+            log.warning(
+                "WIDGET_STORE_STAGING=1: the simulated payment provider is mounted; "
+                "anyone with a payment link can pay or decline that payment for free"
+            )
+        app.include_router(
+            provider_router(lambda request: request.app.state.provider, COMMON_ERRORS)
+        )
     mount_web(app)
     return app
-
-
-def _engine_kwargs(settings: Settings) -> dict[str, Any]:
-    if settings.database.is_sqlite:
-        return {}
-    return {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}

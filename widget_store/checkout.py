@@ -1,90 +1,125 @@
-"""THE SAGA: the checkout workflow, and the two doors the HTTP routes come in by.
+"""THE SAGA: the checkout workflow, the watchdog's resolving workflow, and their undos.
 
-One DBOS workflow per order; its workflow ID is the client's idempotency key. The steps
-(in `steps.py`), in order, each with its compensation registered before it runs:
+One DBOS workflow per order; its workflow ID is the client's idempotency key. In order,
+each step's compensation registered before it runs (`steps.py` has the steps):
 
-    create_order        -> cancel_order         (status CANCELLED, with the reason)
-    reserve_inventory   -> release_inventory    (stock back on the shelf)
-    open_payment, register_payment, then wait for the provider's verdict
-        (the first three touch only the store's tables and share one transaction)
-    charge_payment      -> refund_payment       (provider refund, idempotency key)
-    create_shipment     -> cancel_shipment      (carrier cancellation)
-    mark_paid, a durable sleep while the order is dispatched, complete_dispatch
+    place_order      create the order, hold its stock, open its payment, register it
+                     at the provider              -> CancelOrder, ReleaseReservation,
+                                                      RefundPayment (refund or void)
+    wait             DBOS.recv until the webhook's message or the payment deadline;
+                     the deadline alone runs expire_payment
+    ship_order       book the shipment, mark the order PAID -> CancelShipment
+    dispatch         a durable sleep, then complete_dispatch: DISPATCHED
 
-A failure anywhere runs the registered compensations newest first (`saga.Saga`), and the
-order ends CANCELLED with the reason; otherwise it ends DISPATCHED.
+The webhook decides the payment and records the capture before it wakes the workflow
+(`service.accept_payment_verdict`), so the paid path needs no step of its own for it.
+A failure anywhere runs the registered compensations newest first (`saga.Saga`), and
+the order ends CANCELLED with the reason. A paid purchase costs nine durable
+operations: the start, place_order, the recv (its deadline's timer and its message),
+the webhook's send, ship_order, the sleep, complete_dispatch and the completion
+(README, "The checkout saga").
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from dbos import DBOS, SetWorkflowID
-from dbos._error import (
-    DBOSConflictingWorkflowError,
-    DBOSMaxStepRetriesExceeded,
-    DBOSStepNondeterminismError,
-    DBOSUnexpectedStepError,
-)
+from dbos import DBOS, error
 
-from widget_store import faults, queries
-from widget_store.dead_letters import ParkedCompensations
+from widget_store import faults, order_watch, steps
+from widget_store.checkpoints import Checkpoint, Topic, Workflow
 from widget_store.domain import (
     CancelReason,
-    CheckoutOutcome,
-    CheckoutRejected,
     CheckoutRequest,
-    CheckoutStillStarting,
-    CreatedOrder,
-    IdempotencyConflict,
     OrderEvent,
     OrderStatus,
-    OutOfStock,
-    PaymentAmountMismatch,
-    PaymentClosed,
-    PaymentNotFound,
     PaymentVerdict,
-    Shipment,
-    ShortItem,
+    UnfinishedOrder,
     UnknownProduct,
-)
-from widget_store.saga import Saga
-from widget_store.shipping import ShippingRejected
-from widget_store.steps import (
-    cancel_order,
-    cancel_shipment,
-    charge_payment,
-    complete_dispatch,
-    create_shipment,
-    mark_paid,
-    place_order,
     reason_for,
-    record_event,
-    refund_payment,
-    register_payment,
-    release_inventory,
-    services,
+)
+from widget_store.durability import services, sleep_until
+from widget_store.saga import Saga
+
+# --- the compensations, once, in the order of the steps they undo -----------------------
+
+UndoStep = Callable[[str, str], Awaitable[object]]  # (checkout key, reason)
+
+
+def _reason_only(undo: Callable[[str], Awaitable[object]]) -> UndoStep:
+    return lambda checkout_key, _reason: undo(checkout_key)
+
+
+COMPENSATIONS: tuple[tuple[OrderEvent, UndoStep], ...] = (
+    (OrderEvent.ORDER_CANCELLED, steps.cancel_order),  # undoes create_order
+    (OrderEvent.RESERVATION_RELEASED, _reason_only(steps.release_inventory)),
+    (OrderEvent.PAYMENT_REFUNDED, _reason_only(steps.refund_payment)),  # open_payment, charge
+    (OrderEvent.SHIPMENT_CANCELLED, _reason_only(steps.cancel_shipment)),  # create_shipment
 )
 
-CHECKOUT_EVENT = "checkout"  # set once stock is held (or refused): the route's answer
-PAYMENT_TOPIC = "payment"  # the webhook's wake-up call to the waiting workflow
-CHECKOUT_REPLY_TIMEOUT_S = 30.0
-CHECKOUT_REPLY_SLICE_S = 2.0
+
+@dataclass
+class Compensations:
+    """Registers the table's undos on a saga, in step order, each once."""
+
+    saga: Saga
+    checkout_key: str
+    registered: int = 0
+
+    def through(self, last: OrderEvent) -> None:
+        """Register every undo up to and including `last` (before its step runs)."""
+        names = [name for name, _ in COMPENSATIONS]
+        for name, undo in COMPENSATIONS[self.registered : names.index(last) + 1]:
+            self.saga.on_rollback(name.value, _bound(undo, self.checkout_key))
+        self.registered = max(self.registered, names.index(last) + 1)
+
+
+def _bound(undo: UndoStep, checkout_key: str) -> Callable[[str], Awaitable[object]]:
+    return lambda reason: undo(checkout_key, reason)
+
+
+class ParkedCompensations:
+    """The saga's dead-letter policy for one order: park, wait for a retry, resolve.
+
+    A parked compensation is recorded in `dead_letters` and in the order's log; the
+    workflow then waits on a DBOS topic for an operator's Retry, or retries by itself
+    after `dead_letter_retry_s`. It stays PENDING meanwhile, so the order never ends
+    half-compensated without somebody being able to see it.
+    """
+
+    def __init__(self, order_id: int, workflow_id: str) -> None:
+        self.order_id = order_id
+        self.workflow_id = workflow_id
+
+    async def park(self, compensation: str, error: str, attempts: int) -> None:
+        await steps.park_compensation(
+            self.order_id, self.workflow_id, compensation, error, attempts
+        )
+        await DBOS.recv_async(
+            Topic.COMPENSATION_RETRY, timeout_seconds=services().dead_letter_retry_s
+        )
+        await steps.retry_compensation(self.order_id, compensation)
+
+    async def resolved(self, compensation: str) -> None:
+        await steps.resolve_compensation(self.order_id, compensation)
+
+
+def new_saga() -> Saga:
+    return Saga(park_after=services().compensation_attempts)
 
 
 class CheckoutFailed(Exception):
-    def __init__(self, reason: CancelReason, short: tuple[ShortItem, ...] = ()) -> None:
+    def __init__(self, reason: CancelReason) -> None:
         super().__init__(reason.value)
         self.reason = reason
-        self.short = short
 
 
-# --- the workflow ---------------------------------------------------------------------
+# --- the checkout ---------------------------------------------------------------------
 
 
-@DBOS.workflow(name="checkout")
+@DBOS.workflow(name=Workflow.CHECKOUT)
 async def checkout_workflow(request: CheckoutRequest) -> str:
     """Take one order from cart to dispatch; on any failure, undo every step done so far.
 
@@ -92,189 +127,74 @@ async def checkout_workflow(request: CheckoutRequest) -> str:
     """
     checkout_key = DBOS.workflow_id
     assert checkout_key is not None
-    svc = services()
-    saga = Saga(park_after=svc.compensation_attempts)
-    order: CreatedOrder | None = None
-    published = False
+    saga = new_saga()
+    undo = Compensations(saga, checkout_key)
     try:
-        saga.on_rollback("CancelOrder", lambda reason: cancel_order(checkout_key, reason))
-        saga.on_rollback("ReleaseReservation", lambda _: release_inventory(checkout_key))
-        outcome = await place_order(checkout_key, request)
-        order = placed = outcome.order
-        saga.use_dead_letters(ParkedCompensations(placed.order_id, checkout_key))
-        if outcome.payment_deadline is None:
-            raise CheckoutFailed(CancelReason.OUT_OF_STOCK, outcome.short)
-        deadline = outcome.payment_deadline
-        payment_url = await register_payment(placed, deadline)
-        await DBOS.set_event_async(
-            CHECKOUT_EVENT, _outcome(placed, request, OrderStatus.PENDING, payment_url)
-        )
-        published = True
-        faults.after_step("publish_checkout")
+        # RefundPayment before place_order: the provider call inside it may time out
+        # having opened the payment, and only an undo keyed by the payment puts it right.
+        undo.through(OrderEvent.PAYMENT_REFUNDED)
+        placed = await steps.place_order(checkout_key, request)
+        order = placed.order
+        saga.use_dead_letters(ParkedCompensations(order.order_id, checkout_key))
+        if placed.payment_deadline is None:
+            raise CheckoutFailed(CancelReason.OUT_OF_STOCK)
 
-        saga.on_rollback("RefundPayment", lambda _: refund_payment(placed))
-        # The webhook's message only wakes us up: the webhook wrote the verdict to the
-        # order row first, and charge_payment reads it from there.
-        await DBOS.recv_async(PAYMENT_TOPIC, timeout_seconds=max(0.0, deadline - time.time()))
-        faults.after_step("await_payment")
-        verdict = await charge_payment(placed.order_id)
+        message = await DBOS.recv_async(
+            Topic.PAYMENT, timeout_seconds=max(0.0, placed.payment_deadline - time.time())
+        )
+        faults.after_step(Checkpoint.AWAIT_PAYMENT)
+        # The webhook decided the payment in the order row before sending: its message
+        # is that verdict. No message means the deadline passed.
+        if message in (PaymentVerdict.PAID, PaymentVerdict.FAILED):
+            verdict = PaymentVerdict(message)
+        else:
+            verdict = await steps.expire_payment(order.order_id)
         if verdict is not PaymentVerdict.PAID:
             raise CheckoutFailed(reason_for(verdict))
 
-        saga.on_rollback("CancelShipment", lambda _: cancel_shipment(placed.order_id))
-        shipment = await _ship(placed)
-
-        dispatched_at = await mark_paid(placed.order_id, shipment)
-        await _sleep_until(dispatched_at)
-        faults.after_step("dispatch")
-        await complete_dispatch(placed.order_id)
+        undo.through(OrderEvent.SHIPMENT_CANCELLED)
+        shipment = await steps.ship_order(order)
+        if not shipment.shipped:
+            raise CheckoutFailed(CancelReason.SHIPPING_FAILED)
+        if shipment.dispatch_s > 0:  # recorded in ship_order's output: replays agree
+            await sleep_until(shipment.dispatch_until)
+        faults.after_step(Checkpoint.DISPATCH)
+        await steps.complete_dispatch(order.order_id)
         return OrderStatus.DISPATCHED.value
     except CheckoutFailed as failure:
-        reason, short = failure.reason, failure.short
+        reason = failure.reason
     except UnknownProduct:  # the route checks the catalog first; a product may vanish since
-        reason, short = CancelReason.UNKNOWN_PRODUCT, ()
-    except (DBOSUnexpectedStepError, DBOSStepNondeterminismError):
+        reason = CancelReason.UNKNOWN_PRODUCT
+    except (error.DBOSUnexpectedStepError, error.DBOSStepNondeterminismError):
         # The code no longer matches this workflow's history. Compensating blind could
         # undo an order that already shipped: stop, and leave it to an operator.
         raise
-    except Exception as error:  # a bug, or an outage past every retry: still compensate
-        DBOS.logger.exception("checkout %s failed unexpectedly: %r", checkout_key, error)
-        reason, short = CancelReason.INTERNAL_ERROR, ()
+    except Exception as failure:  # a bug, or an outage past every retry: still compensate
+        DBOS.logger.exception("checkout %s failed unexpectedly: %r", checkout_key, failure)
+        reason = CancelReason.INTERNAL_ERROR
 
     await saga.rollback(reason.value)  # ends with cancel_order, which logs checkout_failed
-    if not published:
-        await DBOS.set_event_async(
-            CHECKOUT_EVENT, _outcome(order, request, OrderStatus.CANCELLED, None, reason, short)
-        )
+    order_watch.announce(checkout_key)  # a refusal before any order: wake the request
     return OrderStatus.CANCELLED.value
 
 
-async def _sleep_until(epoch_s: float) -> None:
-    """A durable sleep until an absolute time, always checkpointed as one step.
+# --- the watchdog's resolution ------------------------------------------------------------
 
-    DBOS skips a sleep of zero seconds without recording it, so a replay that computes
-    "no time left" would take one step fewer than the first run did; hence the floor.
-    On replay DBOS wakes at the time recorded first, whatever duration is passed.
+
+@DBOS.workflow(name=Workflow.RESOLVE_ORDER)
+async def resolve_order(order: UnfinishedOrder) -> str:
+    """End an order whose workflow ended without ending it: finish it or undo it.
+
+    An order already PAID (money captured, shipment booked) is completed; anything
+    earlier is compensated from the state in the database. Every undo is defined for
+    the case where its step never ran, so all of them are registered.
     """
-    await DBOS.sleep_async(max(0.001, epoch_s - time.time()))
-
-
-async def _ship(order: CreatedOrder) -> Shipment:
-    try:
-        return await create_shipment(order.order_id, order.shipping_address)
-    except (ShippingRejected, DBOSMaxStepRetriesExceeded) as error:
-        detail = str(error)[:500]
-        await record_event(
-            "record_shipment_failed", order.order_id, OrderEvent.SHIPMENT_FAILED, detail
-        )
-        raise CheckoutFailed(CancelReason.SHIPPING_FAILED) from error
-
-
-def _outcome(
-    order: CreatedOrder | None,
-    request: CheckoutRequest,
-    status: OrderStatus,
-    payment_url: str | None,
-    reason: CancelReason | None = None,
-    short: tuple[ShortItem, ...] = (),
-) -> CheckoutOutcome:
-    return CheckoutOutcome(
-        order_id=order.order_id if order else None,
-        payment_id=order.payment_id if order else None,
-        status=status,
-        fingerprint=request.fingerprint(),
-        payment_url=payment_url,
-        cancel_reason=reason.value if reason else None,
-        short_items=short,
-    )
-
-
-# --- the saga's doors: what the HTTP routes call --------------------------------------
-
-
-async def start_checkout(checkout_key: str, request: CheckoutRequest) -> CheckoutOutcome:
-    """Start (or find) the checkout for this key and wait until stock is held or refused."""
-    try:
-        with SetWorkflowID(checkout_key):
-            await DBOS.start_workflow_async(checkout_workflow, request)
-    except DBOSConflictingWorkflowError:
-        raise IdempotencyConflict(
-            "this idempotency key is already used for something else"
-        ) from None
-    outcome = await _checkout_outcome(checkout_key)
-    if outcome is None:
-        raise CheckoutStillStarting(
-            "the checkout is still starting; retry with the same idempotency key"
-        )
-    if outcome.fingerprint != request.fingerprint():
-        raise IdempotencyConflict(
-            "this idempotency key was used for a different checkout request",
-            order_id=outcome.order_id,
-        )
-    if outcome.short_items and outcome.order_id is not None:
-        raise OutOfStock(outcome.order_id, outcome.short_items)
-    if outcome.status is OrderStatus.CANCELLED and outcome.payment_url is None:
-        raise CheckoutRejected(
-            f"the checkout was refused: {outcome.cancel_reason}", order_id=outcome.order_id
-        )
-    return outcome
-
-
-async def _checkout_outcome(checkout_key: str) -> CheckoutOutcome | None:
-    """Wait for the workflow to publish its outcome, in short slices.
-
-    DBOS wakes `get_event` by LISTEN/NOTIFY, and a notification sent while PostgreSQL was
-    restarting is lost; each slice ends with a read of the event itself, so a lost
-    notification costs a slice, not the whole wait.
-    """
-    deadline = time.monotonic() + CHECKOUT_REPLY_TIMEOUT_S
-    while True:
-        remaining = deadline - time.monotonic()
-        outcome: CheckoutOutcome | None = await DBOS.get_event_async(
-            checkout_key, CHECKOUT_EVENT, timeout_seconds=min(CHECKOUT_REPLY_SLICE_S, remaining)
-        )
-        if outcome is not None or remaining <= CHECKOUT_REPLY_SLICE_S:
-            return outcome
-
-
-async def accept_payment_verdict(
-    payment_id: str, verdict: PaymentVerdict, event_id: str, amount_cents: int
-) -> dict[str, Any]:
-    """Apply the provider's webhook: decide the payment once, then wake the workflow.
-
-    The verdict is written to the order row by a conditional UPDATE before the message
-    is sent, so a crash in between loses nothing: the workflow reads the verdict from
-    the row when it wakes (at the latest at its deadline), and the provider's retry of
-    the same event re-sends the message under the same idempotency key.
-    """
-    engine = services().datasource.engine
-    now = datetime.now(UTC)
-    async with engine.begin() as conn:
-        order = await queries.order_by_payment(conn, payment_id)
-        if order is None:
-            raise PaymentNotFound(f"unknown payment {payment_id}")
-        if amount_cents != order.total_cents:
-            raise PaymentAmountMismatch(
-                f"amount {amount_cents} does not match the order total {order.total_cents}"
-            )
-        if not await queries.claim_verdict(conn, payment_id, verdict, event_id, now):
-            current = await queries.order_by_payment(conn, payment_id)
-            repeated = (
-                current.payment_event_id == event_id and current.payment_verdict == verdict.value
-            )
-            if not repeated:
-                raise PaymentClosed(
-                    _closed_message(current, now), order=queries.order_state(current)
-                )
-    await DBOS.send_async(
-        order.checkout_key, verdict.value, PAYMENT_TOPIC, idempotency_key=event_id
-    )
-    return {"order_id": order.order_id, "status": verdict.value}
-
-
-def _closed_message(order: Any, now: datetime) -> str:
-    if order.payment_verdict in (None, ""):
-        return "this order is not waiting for a payment"
-    if order.payment_verdict != PaymentVerdict.AWAITING.value:
-        return f"the payment was already decided: {order.payment_verdict}"
-    return "the payment deadline has passed"
+    current = await steps.read_order_status(order.order_id)
+    if current == OrderStatus.PAID.value:
+        await steps.complete_dispatch(order.order_id)
+        return OrderStatus.DISPATCHED.value
+    saga = new_saga()
+    saga.use_dead_letters(ParkedCompensations(order.order_id, DBOS.workflow_id or ""))
+    Compensations(saga, order.checkout_key).through(OrderEvent.SHIPMENT_CANCELLED)
+    await saga.rollback(CancelReason.STALLED.value)
+    return OrderStatus.CANCELLED.value

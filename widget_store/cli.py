@@ -1,4 +1,4 @@
-"""The `widget-store` command: `serve` and `migrate`.
+"""The `widget-store` command: `serve`, `migrate`, `webhook` and `sign-webhook`.
 
 `serve` runs the app under gunicorn's master process with uvicorn workers. Gunicorn is
 the supervisor: when a worker dies (the crash button, `kill -9`), the master forks a new
@@ -21,6 +21,7 @@ from gunicorn.app.base import BaseApplication
 from widget_store.app import create_app
 from widget_store.config import ConfigError, Settings
 from widget_store.migrate import migrate
+from widget_store.provider_cli import DEFAULT_URL, send_webhook, signature_header
 
 log = logging.getLogger("widget_store.cli")
 EXECUTOR_ID_VARIABLE = "WIDGET_STORE_EXECUTOR_ID"
@@ -51,13 +52,30 @@ class StoreServer(BaseApplication):  # type: ignore[misc]
         return create_app(Settings.from_env())
 
 
-def serve(host: str, port: int, workers: int | None) -> None:
-    settings = Settings.from_env()
-    settings.check_safe_to_start()
-    workers = max(1, workers or settings.workers)
+def worker_count(requested: str | None, settings: Settings) -> int:
+    """How many app processes: `auto` is one per core on PostgreSQL; SQLite runs one."""
+    if requested is None:
+        workers = settings.workers
+    elif requested == "auto":
+        workers = 1 if settings.database.is_sqlite else (os.cpu_count() or 1)
+    else:
+        workers = int(requested)
     if settings.database.is_sqlite and workers > 1:
         log.warning("the embedded SQLite database supports one worker; using 1")
-        workers = 1
+        return 1
+    return max(1, workers)
+
+
+def _workers_argument(raw: str) -> str:
+    if raw == "auto" or (raw.isdigit() and 1 <= int(raw) <= 64):
+        return raw
+    raise argparse.ArgumentTypeError("a number of processes from 1 to 64, or auto")
+
+
+def serve(host: str, port: int, requested_workers: str | None) -> None:
+    settings = Settings.from_env()
+    settings.check_safe_to_start()
+    workers = worker_count(requested_workers, settings)
     # Workers read their settings from the environment: tell them how many slots exist,
     # so the watchdog can tell a live executor from one that is gone.
     os.environ["WIDGET_STORE_WORKERS"] = str(workers)
@@ -90,19 +108,49 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument(
         "--workers",
-        type=int,
-        help="app processes (PostgreSQL only; default WIDGET_STORE_WORKERS or 1)",
+        type=_workers_argument,
+        help="app processes, or auto: one per core (PostgreSQL only; "
+        "default WIDGET_STORE_WORKERS or 1)",
     )
     commands.add_parser("migrate", help="bring the configured database's schema to head")
+    webhook_cmd = commands.add_parser(
+        "webhook", help="act as the payment provider: post a signed verdict to the store"
+    )
+    webhook_cmd.add_argument("payment_id", help="the payment_id the checkout answered with")
+    webhook_cmd.add_argument("status", choices=["paid", "failed"])
+    webhook_cmd.add_argument(
+        "--url", default=DEFAULT_URL, help=f"the store (default {DEFAULT_URL})"
+    )
+    webhook_cmd.add_argument(
+        "--amount", type=int, help="in cents (default: what the provider was asked to charge)"
+    )
+    webhook_cmd.add_argument("--event-id", help="the provider's event ID (default: a new one)")
+    sign_cmd = commands.add_parser(
+        "sign-webhook", help="print the Widget-Signature header for a webhook body (for curl)"
+    )
+    sign_cmd.add_argument("body", help="the exact JSON body you will post")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        settings = Settings.from_env()
         if args.command == "serve":
             serve(args.host, args.port, args.workers)
-        else:
-            settings = Settings.from_env()
+        elif args.command == "migrate":
             migrate(settings)
             print(f"migrated {settings.database.describe()} to head")
+        elif args.command == "webhook":
+            sys.exit(
+                send_webhook(
+                    settings,
+                    args.payment_id,
+                    args.status,
+                    url=args.url,
+                    amount_cents=args.amount,
+                    event_id=args.event_id,
+                )
+            )
+        else:
+            print(signature_header(settings.webhook_secret, args.body.encode()))
     except ConfigError as error:
         sys.exit(f"widget-store: {error}")
 

@@ -104,6 +104,15 @@ class Settings:
     executor_id: str = "widget-store-0"
     app_version: str = __version__
     log_level: str = "INFO"
+    db_pool_size: int = 16  # connections per process, DBOS's and the store's together
+    staging: bool = False  # production that mounts the simulated provider anyway
+    public_docs: bool = False  # /docs and /openapi.json in production too
+
+    @property
+    def mounts_simulated_provider(self) -> bool:
+        """The simulated provider's pages are the demo's; production mounts them only
+        for a store explicitly marked as staging."""
+        return not self.is_production or self.staging
 
     @property
     def executors(self) -> frozenset[str]:
@@ -137,17 +146,25 @@ class Settings:
         """Read every WIDGET_STORE_* variable, failing fast on a bad value."""
         env = os.environ if environ is None else environ
 
-        def number(name: str, default: float, minimum: float) -> float:
+        def number(name: str, default: float, minimum: float, unit: str = "seconds") -> float:
             raw = env.get(name, "").strip()
             if not raw:
                 return default
             try:
                 value = float(raw)
             except ValueError:
-                raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+                raise ConfigError(f"{name} must be a number of {unit}, not {raw!r}") from None
             if value < minimum or value != value or value == float("inf"):
                 raise ConfigError(f"{name} must be a finite number >= {minimum}, not {raw!r}")
             return value
+
+        def flag(name: str) -> bool:
+            raw = env.get(name, "").strip().lower()
+            if raw in ("", "0", "false", "no"):
+                return False
+            if raw in ("1", "true", "yes"):
+                return True
+            raise ConfigError(f"{name} must be 1 or 0, not {raw!r}")
 
         raw_env = env.get("WIDGET_STORE_ENV", Environment.DEMO.value).strip().lower()
         try:
@@ -163,12 +180,17 @@ class Settings:
             webhook_secret=env.get("WIDGET_STORE_WEBHOOK_SECRET") or DEMO_WEBHOOK_SECRET,
             env=environment,
             admin_token=env.get("WIDGET_STORE_ADMIN_TOKEN") or None,
-            compensation_attempts=int(number("WIDGET_STORE_COMPENSATION_ATTEMPTS", 8, 1)),
+            compensation_attempts=int(
+                number("WIDGET_STORE_COMPENSATION_ATTEMPTS", 8, 1, "attempts")
+            ),
             dead_letter_retry_s=number("WIDGET_STORE_DEAD_LETTER_RETRY_S", 3600.0, 1.0),
             fault_injection=env.get("WIDGET_STORE_FAULT_INJECTION", "") == "1",
-            workers=int(number("WIDGET_STORE_WORKERS", 1, 1)),
+            workers=int(number("WIDGET_STORE_WORKERS", 1, 1, "processes")),
             stuck_after_s=number("WIDGET_STORE_STUCK_AFTER_S", 120.0, 0.0),
             executor_id=env.get("WIDGET_STORE_EXECUTOR_ID") or "widget-store-0",
             app_version=env.get("WIDGET_STORE_APP_VERSION") or __version__,
             log_level=(env.get("WIDGET_STORE_LOG_LEVEL") or "INFO").upper(),
+            db_pool_size=int(number("WIDGET_STORE_DB_POOL_SIZE", 16, 4, "connections")),
+            staging=flag("WIDGET_STORE_STAGING"),
+            public_docs=flag("WIDGET_STORE_PUBLIC_DOCS"),
         )

@@ -29,7 +29,10 @@ class OrderStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in (OrderStatus.DISPATCHED, OrderStatus.CANCELLED)
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({OrderStatus.DISPATCHED, OrderStatus.CANCELLED})
 
 
 class PaymentVerdict(StrEnum):
@@ -39,6 +42,24 @@ class PaymentVerdict(StrEnum):
     PAID = "paid"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
+
+
+class Reservation(StrEnum):
+    """The stock an order holds: none yet, held, refused for want of stock, given back."""
+
+    NONE = "none"
+    HELD = "held"
+    SHORT = "short"
+    RELEASED = "released"
+
+
+class PaymentState(StrEnum):
+    """Where the order's money is, as the store knows it."""
+
+    CAPTURED = "captured"  # the provider said paid
+    REFUNDED = "refunded"
+    VOIDED = "voided"  # opened (maybe authorised), never captured, and now never will be
+    UNTOUCHED = "untouched"  # the undo found nothing captured and nothing to void
 
 
 class CancelReason(StrEnum):
@@ -157,8 +178,52 @@ class PlacedOrder:
 
 @dataclass(frozen=True)
 class Shipment:
+    """Version 0.1's create_shipment output (kept for the checkouts it started)."""
+
     tracking_number: str
     attempts: int  # how many calls to the carrier it took
+
+
+@dataclass(frozen=True)
+class ShippingOutcome:
+    """What ship_order did: booked and dispatching, or refused for good (and why)."""
+
+    attempts: int  # calls to the carrier it took
+    tracking_number: str | None = None  # None: the carrier refused or stayed down
+    refusal: str | None = None
+    dispatch_s: float = 0.0  # how long the dispatch takes; 0 skips the durable sleep
+    dispatch_until: float = 0.0  # epoch seconds
+
+    @property
+    def shipped(self) -> bool:
+        return self.tracking_number is not None
+
+
+class UndoResult(StrEnum):
+    """How a compensation ended: it gave something back, or there was nothing to give."""
+
+    DONE = "done"
+    NOTHING_TO_UNDO = "nothing_to_undo"
+
+
+@dataclass(frozen=True)
+class Undone:
+    """A compensation's outcome, with the words the order's history shows."""
+
+    result: UndoResult
+    detail: str
+
+
+@dataclass(frozen=True)
+class UnfinishedOrder:
+    """An order the watchdog found unfinished: what resolving it needs."""
+
+    order_id: int
+    checkout_key: str
+    status: str
+    payment_id: str
+    total_cents: int
+    shipping_address: str
 
 
 @dataclass(frozen=True)
@@ -174,7 +239,49 @@ class CheckoutOutcome:
     short_items: tuple[ShortItem, ...] = field(default=())
 
 
+class Stage(StrEnum):
+    """Where an order is in its saga, as an operator names it."""
+
+    STARTING = "starting"  # created, stock not yet held or payment not yet open
+    WAITING_FOR_PAYMENT = "waiting_for_payment"
+    SETTLING = "settling"  # the verdict is in; shipping it, or undoing it
+    DISPATCHING = "dispatching"
+    DISPATCHED = "dispatched"
+    COMPENSATED = "compensated"  # cancelled: every step it took was undone
+
+
+class StageFilter(StrEnum):
+    """The filters the operations view offers: a status, or a stage that matters."""
+
+    PENDING = "pending"
+    WAITING_FOR_PAYMENT = "waiting_for_payment"
+    PAID = "paid"
+    DISPATCHED = "dispatched"
+    COMPENSATED = "compensated"
+
+
 # --- rules ----------------------------------------------------------------------------
+
+
+def stage_of(status: str, payment_verdict: str | None) -> Stage:
+    if status == OrderStatus.CANCELLED:
+        return Stage.COMPENSATED
+    if status == OrderStatus.DISPATCHED:
+        return Stage.DISPATCHED
+    if status == OrderStatus.PAID:
+        return Stage.DISPATCHING
+    if payment_verdict is None:
+        return Stage.STARTING
+    if payment_verdict == PaymentVerdict.AWAITING:
+        return Stage.WAITING_FOR_PAYMENT
+    return Stage.SETTLING
+
+
+def reason_for(verdict: PaymentVerdict) -> CancelReason:
+    """Why an order whose payment did not go through is cancelled."""
+    if verdict is PaymentVerdict.FAILED:
+        return CancelReason.PAYMENT_DECLINED
+    return CancelReason.PAYMENT_TIMED_OUT
 
 
 def order_total(lines: Iterable[PricedLine]) -> int:
@@ -278,3 +385,40 @@ class DeadLetterNotParked(StoreError):
 
 class PaymentClosed(StoreError):
     """The payment was already decided or its deadline passed: the webhook changes nothing."""
+
+
+class WebhookMismatch(StoreError):
+    """The signed webhook body does not say what the path says, or reuses another's event."""
+
+
+class NotAuthorized(StoreError):
+    """The request needs the order's token or the admin token."""
+
+
+# --- what the outside world answers (the ports raise these) ---------------------------
+# Step errors are pickled into DBOS's history by class path: the old paths
+# (widget_store.shipping, widget_store.payments) re-export these for the checkouts
+# version 0.1 started.
+
+
+class ShippingUnavailable(Exception):
+    """The carrier failed transiently (or did not answer): worth retrying with backoff.
+
+    A call that timed out may or may not have booked the shipment; the compensation,
+    keyed by the same shipment key, cancels it either way.
+    """
+
+
+class ShippingRejected(Exception):
+    """A permanent failure (an undeliverable address): retrying cannot help."""
+
+
+class PaymentProviderUnavailable(Exception):
+    """The provider could not act now (down, timed out); the saga retries the undo."""
+
+
+RefundFailed = PaymentProviderUnavailable  # version 0.1's name for it
+
+
+class InvalidSignature(Exception):
+    """The webhook is unsigned, forged or stale. Deliberately says no more than that."""

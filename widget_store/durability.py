@@ -1,27 +1,50 @@
-"""How the store configures DBOS: its settings, and the pace of its internal queue.
+"""The DBOS plumbing: configuration, the step wrapper, the services the steps use, and pace.
 
-DBOS's background loops set the pace of an idle app's database traffic, and of what
-thousands of waiting checkouts cost.
+This is the one module that may touch DBOS's private modules (`dbos._*`; ruff's
+banned-api rule enforces it): the rest of the store uses DBOS's public API only.
 
-DBOS recovers a crashed process's workflows by re-enqueueing them on its internal queue,
-which it polls once a second by default, one database transaction per poll. The store
-polls it fast while recovery matters (the first seconds after a start, when a crashed
-predecessor's checkouts are waiting) and slowly afterwards, when all that goes through
-it is the watchdog's schedule and the rare resumed orphan.
+- **Configuration.** The system database shares the store's database; its connection
+  pool and the store's are sized together (`WIDGET_STORE_DB_POOL_SIZE` per process), so
+  several processes fit PostgreSQL's `max_connections`.
+- **Steps.** `step(name)` makes an async function a DBOS step checkpointed under a
+  `Checkpoint` name, with the fault-injection hooks around it. A step opens its own
+  short transaction (`write()`): its SQL is idempotent by construction, so a step that
+  committed and crashed before its checkpoint runs again and changes nothing. There are
+  no datasource transactions: each would cost two and a half plain steps, for an
+  exactly-once guarantee that idempotent SQL does not need.
+- **Pace.** DBOS's background loops set an idle app's database traffic, and what
+  thousands of waiting checkouts cost; see the constants below.
+- **Take-over.** A workflow left PENDING by an earlier application version is run by
+  this one only if its workflow name still stands for the same step list.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
 
-from dbos import DBOSConfig, Queue
+import sqlalchemy as sa
+from dbos import DBOS, DBOSConfig, Queue, StepOptions
 from dbos import _sys_db_postgres as dbos_sys_db_postgres
 from dbos import _workflow_commands as dbos_workflow_commands
 from dbos._dbos import _get_or_create_dbos_registry
 from dbos._sys_db import SystemDatabase
 from dbos._utils import INTERNAL_QUEUE_NAME
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from widget_store import faults
 from widget_store.config import Settings
+from widget_store.payments import PaymentProvider
+from widget_store.shipping import ShippingService
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 APP_NAME = "widget-store"
 # Without LISTEN/NOTIFY, SQLite hands messages over by polling; DBOS's default of 1 s
@@ -44,6 +67,28 @@ MISSED_WAKEUP_RECHECK_S = 120.0
 # DBOS runs its database calls in a thread pool it leaves unbounded: bursts of waiting
 # workflows re-checking at once would each add a thread. Bounded, they queue instead.
 MAX_THREADS = 32
+# Of a process's connection budget, DBOS's system database gets this share; the store's
+# engine the rest. DBOS also keeps one connection for LISTEN and one for its sweeps.
+SYSTEM_POOL_SHARE = 0.6
+EXTRA_CONNECTIONS = 2
+
+
+@dataclass(frozen=True)
+class Pools:
+    """How a process's connections are split between DBOS and the store."""
+
+    system: int
+    store: int
+
+    @classmethod
+    def of(cls, budget: int) -> Pools:
+        system = max(2, math.ceil(budget * SYSTEM_POOL_SHARE))
+        return cls(system=system, store=max(2, budget - system))
+
+    @property
+    def total(self) -> int:
+        """Connections a process may open at most, DBOS's own two included."""
+        return self.system + self.store + EXTRA_CONNECTIONS
 
 
 def dbos_config(settings: Settings) -> DBOSConfig:
@@ -58,7 +103,143 @@ def dbos_config(settings: Settings) -> DBOSConfig:
     }
     if settings.database.is_sqlite:
         config["notification_listener_polling_interval_sec"] = SQLITE_POLL_INTERVAL_S
+    else:
+        config["sys_db_pool_size"] = Pools.of(settings.db_pool_size).system
     return config
+
+
+def create_store_engine(settings: Settings) -> AsyncEngine:
+    """The store's own engine: a bounded pool on PostgreSQL, write-locking on SQLite."""
+    if not settings.database.is_sqlite:
+        return create_async_engine(
+            settings.database.async_url,
+            pool_size=Pools.of(settings.db_pool_size).store,
+            max_overflow=0,
+            pool_pre_ping=True,
+            pool_timeout=10,
+        )
+    engine = create_async_engine(settings.database.async_url, connect_args={"timeout": 30})
+    _begin_writes_immediately(engine)
+    return engine
+
+
+WRITES = "widget_store_writes"
+
+
+def _begin_writes_immediately(engine: AsyncEngine) -> None:
+    """On SQLite, a writing transaction takes the write lock when it begins.
+
+    A deferred transaction that reads and then writes cannot wait for the lock: in WAL
+    mode, if another writer committed since it read, SQLite fails it at once ("database
+    is locked"). BEGIN IMMEDIATE waits, up to the busy timeout, instead.
+    """
+
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        immediate = connection.get_execution_options().get(WRITES, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def writer(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine, marked so that its transactions begin as writers."""
+    return engine.execution_options(**{WRITES: True})
+
+
+# --- the services the steps use ---------------------------------------------------------
+
+
+@dataclass
+class CheckoutServices:
+    """What the steps talk to. DBOS workflows and steps are module-level functions, so
+    the app installs these once at start-up rather than passing them to every call."""
+
+    engine: AsyncEngine  # the store's database, for the steps' own transactions
+    payments: PaymentProvider
+    shipping: ShippingService
+    payment_timeout_s: float
+    dispatch_s: float
+    compensation_attempts: int = 8  # failures before a compensation is parked
+    dead_letter_retry_s: float = 3600.0  # a parked compensation retries by itself this often
+    # What the watchdog needs to tell a live workflow from an orphan.
+    app_version: str = ""
+    executors: frozenset[str] = frozenset()
+    stuck_after_s: float = 120.0
+
+    @property
+    def writer(self) -> AsyncEngine:
+        return writer(self.engine)
+
+
+_services: CheckoutServices | None = None
+
+
+def install(services: CheckoutServices) -> None:
+    global _services
+    _services = services
+
+
+def services() -> CheckoutServices:
+    if _services is None:
+        raise RuntimeError("checkout services are not installed; create_app() installs them")
+    return _services
+
+
+@asynccontextmanager
+async def write() -> AsyncIterator[AsyncConnection]:
+    """One short transaction on the store's database, for a step's idempotent writes."""
+    async with services().writer.begin() as conn:
+        yield conn
+
+
+# --- steps ----------------------------------------------------------------------------
+
+
+def step(
+    name: str, **options: Any
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """A DBOS step checkpointed as `name`, with the fault-injection hooks around it.
+
+    Called outside a workflow (tests, tools), the function simply runs.
+    """
+    step_options: StepOptions = {"name": name, **options}  # type: ignore[typeddict-item]
+
+    def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        async def body(*args: P.args, **kwargs: P.kwargs) -> R:
+            faults.fail_now(name)  # inside the step, so DBOS records an injected failure
+            return await fn(*args, **kwargs)
+
+        @functools.wraps(fn)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            result: R = await DBOS.run_step_async(step_options, body, *args, **kwargs)
+            faults.after_step(name)
+            return result
+
+        return run
+
+    return decorate
+
+
+def attempt() -> int:
+    """Which attempt of the running step this is (0 for the first)."""
+    status = DBOS.step_status
+    return status.current_attempt if status and status.current_attempt is not None else 0
+
+
+async def sleep_until(epoch_s: float) -> None:
+    """A durable sleep until an absolute time, always checkpointed as one step.
+
+    DBOS skips a sleep of zero seconds without recording it, so a replay that computes
+    "no time left" would take one step fewer than the first run did; hence the floor.
+    On replay DBOS wakes at the time recorded first, whatever duration is passed.
+    """
+    await DBOS.sleep_async(max(0.001, epoch_s - time.time()))
+
+
+# --- pace -----------------------------------------------------------------------------
 
 
 def pace_dbos_background_work() -> None:
@@ -93,3 +274,31 @@ async def slow_down_after_recovery(queue: Queue) -> None:
     """Once a start's recovery is over, poll the internal queue at a quiet pace."""
     await asyncio.sleep(RECOVERY_WINDOW_S)
     queue._polling_interval_sec = QUIET_POLL_S
+
+
+# --- take-over ------------------------------------------------------------------------
+
+
+ACTIVE = ("PENDING", "ENQUEUED", "DELAYED")
+
+
+async def take_over(workflow_id: str, app_version: str) -> bool:
+    """Carry on a workflow nobody will recover, under this version, from its last step.
+
+    Cancel it (its process is gone), then rewind it to the step after the last one it
+    recorded, under `app_version`: DBOS re-queues it, and whichever process of this
+    version dequeues it replays its history and continues. Only call this for a
+    workflow whose name still stands for the step list it recorded. False if it had
+    finished meanwhile.
+    """
+    status = await DBOS.get_workflow_status_async(workflow_id)
+    if status is None or status.status not in (*ACTIVE, "CANCELLED"):
+        return False
+    if status.status != "CANCELLED":
+        await DBOS.cancel_workflow_async(workflow_id)
+    steps = await DBOS.list_workflow_steps_async(workflow_id)
+    next_step = max((s["function_id"] for s in steps), default=0) + 1
+    await DBOS.rewind_workflow_async(
+        workflow_id, start_step=next_step, application_version=app_version
+    )
+    return True

@@ -1,11 +1,12 @@
-"""Wakes the requests waiting for news of an order, the moment this process logs some.
+"""Wakes the requests waiting for news of an order, the moment this process commits some.
 
 Every change the saga makes to an order is logged to its event log in the same
-transaction. While a step's transaction runs, the orders it logs to are collected; once
-it has committed, anyone long-polling one of those orders (`GET /order/{id}?after_events=`)
-is woken at once. Changes made by another app process are not seen here, so waiters
-also ask the database from time to time (`recheck_s`): often when several processes
-serve, rarely (a safety net) when this one runs every workflow.
+transaction. Once a step (or the webhook) has committed, it announces the order, and
+anyone long-polling it (`GET /order/{id}?after_events=`) is woken at once; it also
+announces the checkout key, which wakes the checkout request waiting for its order to
+be placed. Changes made by another app process are not seen here, so waiters also ask
+the database from time to time (`recheck_s`): often when several processes serve,
+rarely (a safety net) when this one runs every workflow.
 
 Workflows may run on another thread's event loop than the request waiting for them (DBOS
 runs the workflows it recovers on a loop of its own), so an announcement is handed to the
@@ -20,37 +21,19 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 
 RECHECK_ALONE_S = 5.0
 RECHECK_SHARED_S = 0.5
 
-_touched: ContextVar[set[int] | None] = ContextVar("orders_touched", default=None)
-_waiters: defaultdict[int, set[News]] = defaultdict(set)
+Key = int | str  # an order ID, or a checkout key
+_waiters: defaultdict[Key, set[News]] = defaultdict(set)
 _lock = threading.Lock()
 
 
-def touched(order_id: int) -> None:
-    """Note, inside a transaction, that it logs a change to this order."""
-    orders = _touched.get()
-    if orders is not None:
-        orders.add(order_id)
-
-
-@contextmanager
-def collecting() -> Iterator[set[int]]:
-    """Collect the orders a transaction touches, to announce once it has committed."""
-    orders: set[int] = set()
-    token = _touched.set(orders)
-    try:
-        yield orders
-    finally:
-        _touched.reset(token)
-
-
-def announce(order_ids: set[int]) -> None:
+def announce(*keys: Key) -> None:
+    """Wake whoever waits for news of these orders or checkout keys (call after commit)."""
     with _lock:
-        to_wake = [news for order_id in order_ids for news in _waiters.get(order_id, ())]
+        to_wake = [news for key in keys for news in _waiters.get(key, ())]
     for news in to_wake:
         news._announce()
 
@@ -83,14 +66,14 @@ class News:
 
 
 @contextmanager
-def watching(order_id: int) -> Iterator[News]:
+def watching(key: Key) -> Iterator[News]:
     news = News()
     with _lock:
-        _waiters[order_id].add(news)
+        _waiters[key].add(news)
     try:
         yield news
     finally:
         with _lock:
-            _waiters[order_id].discard(news)
-            if not _waiters[order_id]:
-                del _waiters[order_id]
+            _waiters[key].discard(news)
+            if not _waiters[key]:
+                del _waiters[key]

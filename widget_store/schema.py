@@ -68,10 +68,16 @@ orders = sa.Table(
     sa.Column("payment_verdict", sa.String(16)),
     sa.Column("payment_deadline", UTCDateTime),
     sa.Column("payment_event_id", sa.String(200)),
-    # captured -> refunded: the money actually held for this order.
+    # captured -> refunded | voided | untouched: the money, as the store knows it.
     sa.Column("payment_state", sa.String(16)),
-    # none -> held -> released: the stock actually held for this order.
+    # The hosted payment page the shopper was sent to (it holds the page's own token).
+    sa.Column("payment_url", sa.Text),
+    # none -> held -> released, or none -> short: the stock actually held for this order.
     sa.Column("reservation", sa.String(16), nullable=False, server_default="none"),
+    # The lines the shelves could not fill (JSON), for the out-of-stock answer.
+    sa.Column("short_items", sa.Text),
+    # Whoever placed the order holds this token; in production reads need it.
+    sa.Column("access_token", sa.String(64)),
     sa.Column("tracking_number", sa.String(64)),
     sa.Column("dispatch_eta", UTCDateTime),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -97,7 +103,21 @@ order_events = sa.Table(
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, server_default=""),
     sa.Column("at", UTCDateTime, nullable=False),
+    # What makes an entry once-only: a step that runs again after a crash (it committed,
+    # then died before DBOS checkpointed it) logs nothing twice. Null: may repeat.
+    sa.Column("once_key", sa.String(64)),
     sa.Index("ix_order_events_order", "order_id", "event_id"),
+    sa.UniqueConstraint("order_id", "once_key", name="uq_order_events_once"),
+)
+
+# Every signed webhook event the store has acted on, and the payment it was about: an
+# event ID seen for one payment is refused for any other.
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("event_id", sa.String(200), primary_key=True),
+    sa.Column("payment_id", sa.String(64), nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
 )
 
 # Compensations that kept failing and wait for an operator (or the next automatic retry).

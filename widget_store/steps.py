@@ -1,385 +1,446 @@
-"""The checkout saga's steps and compensations, each one durable and idempotent.
+"""The checkout's steps and compensations: each one a durable DBOS step, each idempotent.
 
-Database steps run as DBOS datasource transactions: the step's writes, its entry in the
-order event log and its checkpoint commit together, exactly once. Calls to the outside
-world (payment provider, carrier) are DBOS steps, made idempotent by keys the outside
-honours. Every compensation is safe to run when its step never ran.
+Every step here runs its own short transaction (or calls the outside world by a key the
+outside honours), and its docstring says why a second run changes nothing: DBOS runs a
+step again when the process died after the step's work but before its checkpoint. Each
+step logs what it did to the order's event log in the same transaction as the change.
 
-The checkpoint names given here (`"place_order"`, ...) are part of the durable format:
-renaming one breaks the recovery of checkouts in flight at the time.
+The saga that strings them together, and the order in which their compensations are
+registered, is `checkout.py`. Checkpoint names are `checkpoints.Checkpoint`.
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import secrets
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any
 
-from dbos import DBOS, AsyncSQLAlchemyDatasource
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from widget_store import faults, order_watch, queries
+from widget_store import order_watch, queries
+from widget_store.checkpoints import Checkpoint
 from widget_store.domain import (
     CancelReason,
     CheckoutRequest,
     CreatedOrder,
     OrderEvent,
     OrderStatus,
+    PaymentState,
     PaymentVerdict,
     PlacedOrder,
-    Shipment,
-    ShortItem,
+    Reservation,
+    ShippingOutcome,
+    ShippingRejected,
+    Undone,
+    UndoResult,
+    UnfinishedOrder,
     describe_shortages,
     order_total,
     price_lines,
 )
-from widget_store.payments import PaymentProvider, PaymentRequest
-from widget_store.shipping import ShippingRejected, ShippingService
+from widget_store.durability import services, step, write
+from widget_store.payments import PaymentGivenBack, PaymentProviderUnavailable, PaymentRequest
+from widget_store.payments import ProviderState as Provider
+from widget_store.shipping import Cancellation
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-@dataclass
-class CheckoutServices:
-    """What the steps talk to. DBOS workflows and steps are module-level functions, so
-    the app installs these once at start-up rather than passing them to every call."""
-
-    datasource: AsyncSQLAlchemyDatasource
-    payments: PaymentProvider
-    shipping: ShippingService
-    payment_timeout_s: float
-    dispatch_s: float
-    isolation_level: Literal["READ COMMITTED", "SERIALIZABLE"]
-    compensation_attempts: int = 8  # failures before a compensation is parked
-    dead_letter_retry_s: float = 3600.0  # a parked compensation retries by itself this often
-    # What the watchdog needs to tell a live workflow from an orphan.
-    app_version: str = ""
-    executors: frozenset[str] = frozenset()
-    stuck_after_s: float = 120.0
+SHIP_ATTEMPTS = 5
+SHIP_FIRST_DELAY_S = 0.2
 
 
-_services: CheckoutServices | None = None
+def order_url(order_id: int, access_token: str) -> str:
+    """The order page's address, with the token that lets its owner read it."""
+    return f"/order.html?order_id={order_id}&token={access_token}"
 
 
-def install(services: CheckoutServices) -> None:
-    global _services
-    _services = services
+def shipment_key(order_id: int) -> str:
+    return f"order-{order_id}"
 
 
-def services() -> CheckoutServices:
-    if _services is None:
-        raise RuntimeError("checkout services are not installed; create_app() installs them")
-    return _services
+def _provider_hiccup(error: BaseException) -> bool:
+    return isinstance(error, PaymentProviderUnavailable)
 
 
-async def transaction(
-    name: str, body: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
-) -> R:
-    """Run `body` as one exactly-once datasource transaction, checkpointed as `name`.
-
-    On PostgreSQL the isolation is READ COMMITTED: every write is a conditional UPDATE
-    or a keyed insert, atomic without SERIALIZABLE's retries on hot stock rows.
-    """
-    svc = services()
-    options: Any = {"name": name, "isolation_level": svc.isolation_level}
-    if faults.failure_armed(name):
-        body = _failing(name, body)
-    with order_watch.collecting() as touched:
-        result = await svc.datasource.run_tx_step_async(options, body, *args, **kwargs)
-    order_watch.announce(touched)  # committed: wake whoever waits for news of these orders
-    faults.after_step(name)
-    return result
-
-
-def _failing(
-    name: str, body: Callable[P, Coroutine[Any, Any, R]]
-) -> Callable[P, Coroutine[Any, Any, R]]:
-    """`body`, made to raise the injected failure inside the transaction, so DBOS records it."""
-
-    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        faults.fail_now(name)
-        return await body(*args, **kwargs)
-
-    return run
-
-
-def session() -> AsyncSession:
-    """The SQL session of the datasource transaction running now."""
-    return services().datasource.sql_session()
-
-
-def _step(
-    name: str, **options: Any
-) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
-    """A DBOS step checkpointed as `name`, followed by the fault-injection hook."""
-
-    def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-        @functools.wraps(fn)
-        async def body(*args: P.args, **kwargs: P.kwargs) -> R:
-            faults.fail_now(name)  # inside the step, so DBOS records an injected failure
-            return await fn(*args, **kwargs)
-
-        durable = DBOS.step(name=name, **options)(body)
-
-        @functools.wraps(fn)
-        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            result = await durable(*args, **kwargs)
-            faults.after_step(name)
-            return result
-
-        return run
-
-    return decorate
+async def _order(db: AsyncConnection, checkout_key: str) -> Any:
+    return await queries.order_by_key(db, checkout_key)
 
 
 # --- forward steps --------------------------------------------------------------------
 
 
+@step(
+    Checkpoint.PLACE_ORDER,
+    retries_allowed=True,
+    max_attempts=6,
+    interval_seconds=0.5,
+    should_retry=_provider_hiccup,
+)
 async def place_order(checkout_key: str, request: CheckoutRequest) -> PlacedOrder:
-    """create_order, reserve_inventory and open_payment, in one local transaction.
+    """Create the order, hold its stock and open its payment, then register the payment.
 
-    The three touch only the store's own tables, so one transaction holds them together
-    and saves two checkpoints per checkout; each keeps its compensation, and the log
-    keeps an entry per step. Out of stock, the order stays PENDING with nothing held,
-    for the saga to cancel.
+    The first three touch only the store's tables, so they share one transaction; the
+    provider is called after it commits, so a payment exists at the provider only for
+    an order whose payment the store has opened. Out of stock, the order stays PENDING
+    with nothing held, for the saga to cancel.
+
+    A second run changes nothing: the order is an insert keyed by the checkout key
+    (the second run finds the first's order, payment ID and token); the stock and the
+    payment move along their state columns once; each log entry is once-only; the
+    provider opens one payment per payment ID; the page's address is recorded once.
     """
-    timeout_s = services().payment_timeout_s
-    return await transaction("place_order", _place_order, checkout_key, request, timeout_s)
-
-
-async def _place_order(
-    checkout_key: str, request: CheckoutRequest, timeout_s: float
-) -> PlacedOrder:
-    order = await _create_order(checkout_key, request)
-    short = await _reserve_inventory(order.order_id)
-    deadline = None if short else await _open_payment(order.order_id, timeout_s)
-    return PlacedOrder(order, short, deadline)
-
-
-async def _create_order(checkout_key: str, request: CheckoutRequest) -> CreatedOrder:
-    """A PENDING order with its lines, prices frozen now. Once per key (unique column)."""
-    db = session()
-    prices = await queries.prices_of(db, [item.product_id for item in request.items])
-    lines = price_lines(request.items, prices)
-    total = order_total(lines)
-    payment_id = f"pay_{secrets.token_hex(12)}"  # random, but checkpointed with the step
-    order_id = await queries.insert_order(
-        db,
-        checkout_key=checkout_key,
-        fingerprint=request.fingerprint(),
-        lines=lines,
-        total_cents=total,
-        shipping_address=request.shipping_address,
-        payment_id=payment_id,
-    )
-    await queries.append_event(db, order_id, OrderEvent.ORDER_CREATED, f"total {total} cents")
-    return CreatedOrder(order_id, payment_id, total, request.shipping_address)
-
-
-async def _reserve_inventory(order_id: int) -> tuple[ShortItem, ...]:
-    """Hold stock for every line or none; returns the short lines (empty when held)."""
-    db = session()
-    short = await queries.reserve_stock(db, order_id)
+    svc = services()
+    async with write() as db:
+        prices = await queries.prices_of(db, [item.product_id for item in request.items])
+        lines = price_lines(request.items, prices)  # an unknown product raises here
+        total = order_total(lines)
+        order_id, _ = await queries.insert_order(
+            db,
+            checkout_key=checkout_key,
+            fingerprint=request.fingerprint(),
+            lines=lines,
+            total_cents=total,
+            shipping_address=request.shipping_address,
+            payment_id=f"pay_{secrets.token_hex(12)}",
+            access_token=secrets.token_urlsafe(24),
+        )
+        await queries.append_event(db, order_id, OrderEvent.ORDER_CREATED, f"total {total} cents")
+        short = await queries.reserve_stock(db, order_id)
+        if short:
+            detail = describe_shortages(short)
+            await queries.append_event(db, order_id, OrderEvent.RESERVE_FAILED, detail)
+        else:
+            await queries.append_event(db, order_id, OrderEvent.RESERVED)
+            deadline = datetime.now(UTC) + timedelta(seconds=svc.payment_timeout_s)
+            if await queries.open_payment(db, order_id, deadline):
+                detail = f"waiting until {deadline.isoformat()}"
+                await queries.append_event(db, order_id, OrderEvent.PAYMENT_OPENED, detail)
+        row = await _order(db, checkout_key)
+    order = CreatedOrder(order_id, row.payment_id, row.total_cents, row.shipping_address)
     if short:
-        await queries.append_event(
-            db, order_id, OrderEvent.RESERVE_FAILED, describe_shortages(short)
+        order_watch.announce(order_id, checkout_key)
+        return PlacedOrder(order, tuple(short), None)
+    expires_at = row.payment_deadline.timestamp()
+    if row.payment_url is None:
+        payment_url = await svc.payments.create_payment(
+            PaymentRequest(
+                payment_id=row.payment_id,
+                order_id=order_id,
+                amount_cents=row.total_cents,
+                description=f"Widget Store order #{order_id}",
+                expires_at_epoch=expires_at,
+                return_url=order_url(order_id, row.access_token),
+            )
         )
-    else:
-        await queries.append_event(db, order_id, OrderEvent.RESERVED)
-    return tuple(short)
+        async with write() as db:
+            await queries.set_payment_url(db, order_id, payment_url)
+    order_watch.announce(order_id, checkout_key)
+    return PlacedOrder(order, (), expires_at)
 
 
-async def _open_payment(order_id: int, timeout_s: float) -> float:
-    """Start waiting for the provider's verdict; returns the deadline (epoch seconds)."""
-    db = session()
-    deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
-    await queries.open_payment(db, order_id, deadline)
-    await queries.append_event(
-        db, order_id, OrderEvent.PAYMENT_OPENED, f"waiting until {deadline.isoformat()}"
-    )
-    return deadline.timestamp()
+@step(Checkpoint.EXPIRE_PAYMENT)
+async def expire_payment(order_id: int) -> PaymentVerdict:
+    """The deadline passed with no word from the provider: the payment timed out.
 
-
-@_step("register_payment", retries_allowed=True, max_attempts=8, interval_seconds=0.5)
-async def register_payment(order: CreatedOrder, expires_at: float) -> str:
-    """Open the payment at the provider (idempotent by payment ID); returns its page."""
-    return await services().payments.create_payment(
-        PaymentRequest(
-            payment_id=order.payment_id,
-            order_id=order.order_id,
-            amount_cents=order.total_cents,
-            description=f"Widget Store order #{order.order_id}",
-            expires_at_epoch=expires_at,
-        )
-    )
-
-
-async def charge_payment(order_id: int) -> PaymentVerdict:
-    """Settle the verdict (none by now means timed out) and record a captured payment."""
-    return await transaction("charge_payment", _charge_payment, order_id)
-
-
-async def _charge_payment(order_id: int) -> PaymentVerdict:
-    db = session()
-    verdict = await queries.close_verdict(db, order_id)
-    if verdict is PaymentVerdict.PAID:
-        if await queries.set_payment_state(db, order_id, old=None, new="captured"):
-            await queries.append_event(db, order_id, OrderEvent.CHARGED)
-    else:
-        reason = reason_for(verdict)
-        await queries.append_event(db, order_id, OrderEvent.CHARGE_FAILED, reason.value)
+    Unless a verdict won the race at the deadline: the webhook and this step both try
+    to decide the payment with one conditional UPDATE, and whichever commits first
+    wins; this returns the verdict that stands. A second run changes nothing: the
+    verdict is decided once, and the log entry is once-only.
+    """
+    async with write() as db:
+        verdict = await queries.close_verdict(db, order_id)
+        if verdict is PaymentVerdict.TIMED_OUT:
+            reason = CancelReason.PAYMENT_TIMED_OUT.value
+            await queries.append_event(db, order_id, OrderEvent.CHARGE_FAILED, reason)
+    order_watch.announce(order_id)
     return verdict
 
 
-def reason_for(verdict: PaymentVerdict) -> CancelReason:
-    if verdict is PaymentVerdict.FAILED:
-        return CancelReason.PAYMENT_DECLINED
-    return CancelReason.PAYMENT_TIMED_OUT
+@step(Checkpoint.SHIP_ORDER)
+async def ship_order(order: CreatedOrder) -> ShippingOutcome:
+    """Book the shipment, then mark the order PAID and start its dispatch.
+
+    The carrier is asked up to five times, with backoff, for anything but a permanent
+    refusal; a call that timed out may have booked anyway, which is why the saga
+    registers CancelShipment, keyed by the same shipment key, before this step. A
+    refusal (or a carrier down through every attempt) is logged, not raised: the saga
+    then compensates. A second run changes nothing: the carrier books once per key,
+    PENDING -> PAID happens once (and the dispatch deadline of the first run stands),
+    and each log entry is once-only.
+    """
+    svc = services()
+    key = shipment_key(order.order_id)
+    tracking: str | None = None
+    refusal = ""
+    delay = SHIP_FIRST_DELAY_S
+    attempts = 0
+    while tracking is None:
+        attempts += 1
+        try:
+            tracking = await svc.shipping.create_shipment(key, order.shipping_address)
+        except ShippingRejected as error:
+            refusal = str(error)
+            break
+        except Exception as error:  # a carrier hiccup, a timeout, a database blip
+            if attempts >= SHIP_ATTEMPTS:
+                refusal = f"the carrier failed {attempts} times: {error}"
+                break
+            await asyncio.sleep(delay)
+            delay *= 2
+    async with write() as db:
+        if tracking is None:
+            detail = refusal[:500]
+            await queries.append_event(db, order.order_id, OrderEvent.SHIPMENT_FAILED, detail)
+            outcome = ShippingOutcome(attempts, refusal=refusal)
+        else:
+            eta = datetime.now(UTC) + timedelta(seconds=svc.dispatch_s)
+            marked = await queries.set_status(
+                db,
+                order.order_id,
+                old=OrderStatus.PENDING,
+                new=OrderStatus.PAID,
+                tracking_number=tracking,
+                dispatch_eta=eta,
+            )
+            if marked:
+                tries = "" if attempts == 1 else f" (after {attempts} attempts)"
+                await queries.append_event(
+                    db, order.order_id, OrderEvent.SHIPMENT_CREATED, f"{tracking}{tries}"
+                )
+                await queries.append_event(
+                    db, order.order_id, OrderEvent.DISPATCH_STARTED, f"{svc.dispatch_s:g}s"
+                )
+            row = await queries.order_by_id(db, order.order_id)
+            outcome = ShippingOutcome(
+                attempts,
+                tracking_number=row.tracking_number,
+                dispatch_s=svc.dispatch_s,
+                dispatch_until=row.dispatch_eta.timestamp(),
+            )
+    order_watch.announce(order.order_id)
+    return outcome
 
 
-def _is_transient(error: BaseException) -> bool:
-    """Everything but a rejected address is worth retrying: a carrier hiccup, a database
-    blip. Only a permanent rejection may cancel a paid order."""
-    return not isinstance(error, ShippingRejected)
-
-
-@_step(
-    "create_shipment",
-    retries_allowed=True,
-    max_attempts=5,
-    interval_seconds=0.2,
-    backoff_rate=2.0,
-    should_retry=_is_transient,
-)
-async def create_shipment(order_id: int, address: str) -> Shipment:
-    """Book the shipment (idempotent by key); transient failures retry with backoff."""
-    tracking_number = await services().shipping.create_shipment(f"order-{order_id}", address)
-    status = DBOS.step_status
-    attempt = status.current_attempt if status and status.current_attempt is not None else 0
-    return Shipment(tracking_number, attempts=attempt + 1)
-
-
-async def record_event(name: str, order_id: int, event: OrderEvent, detail: str = "") -> None:
-    """Append to the order's event log as a step of its own, checkpointed as `name`."""
-    await transaction(name, _record_event, order_id, event, detail)
-
-
-async def _record_event(order_id: int, event: OrderEvent, detail: str) -> None:
-    await queries.append_event(session(), order_id, event, detail)
-
-
-async def mark_paid(order_id: int, shipment: Shipment) -> float:
-    """PENDING -> PAID with its tracking number; returns when dispatch will be done."""
-    return await transaction("mark_paid", _mark_paid, order_id, shipment, services().dispatch_s)
-
-
-async def _mark_paid(order_id: int, shipment: Shipment, dispatch_s: float) -> float:
-    db = session()
-    eta = datetime.now(UTC) + timedelta(seconds=dispatch_s)
-    paid = await queries.set_status(
-        db,
-        order_id,
-        old=OrderStatus.PENDING,
-        new=OrderStatus.PAID,
-        tracking_number=shipment.tracking_number,
-        dispatch_eta=eta,
-    )
-    if paid:
-        tries = "" if shipment.attempts == 1 else f" (after {shipment.attempts} attempts)"
-        detail = f"{shipment.tracking_number}{tries}"
-        await queries.append_event(db, order_id, OrderEvent.SHIPMENT_CREATED, detail)
-        await queries.append_event(db, order_id, OrderEvent.DISPATCH_STARTED, f"{dispatch_s:g}s")
-    return eta.timestamp()
-
-
+@step(Checkpoint.COMPLETE_DISPATCH)
 async def complete_dispatch(order_id: int) -> None:
-    """PAID -> DISPATCHED: the checkout is complete."""
-    await transaction("complete_dispatch", _complete_dispatch, order_id)
-
-
-async def _complete_dispatch(order_id: int) -> None:
-    db = session()
-    if await queries.set_status(db, order_id, old=OrderStatus.PAID, new=OrderStatus.DISPATCHED):
-        await queries.append_event(db, order_id, OrderEvent.DISPATCHED)
-        await queries.append_event(db, order_id, OrderEvent.COMPLETE)
+    """PAID -> DISPATCHED: the checkout is complete. Once: a conditional UPDATE."""
+    async with write() as db:
+        if await queries.set_status(db, order_id, old=OrderStatus.PAID, new=OrderStatus.DISPATCHED):
+            await queries.append_event(db, order_id, OrderEvent.DISPATCHED)
+            await queries.append_event(db, order_id, OrderEvent.COMPLETE)
+    order_watch.announce(order_id)
 
 
 # --- compensations, named for what they undo ------------------------------------------
+# Each is defined for every state the thing it undoes can be in: "nothing to undo" is
+# success, and the log says which case it was. A failure (the provider down) is raised,
+# and the saga retries the compensation with backoff, then parks it for an operator.
 
 
-async def cancel_order(checkout_key: str, reason: str) -> None:
-    """Undo create_order: the order ends CANCELLED with the reason (if it exists).
+@step(Checkpoint.CANCEL_ORDER)
+async def cancel_order(checkout_key: str, reason: str) -> Undone:
+    """Undo create_order: the order ends CANCELLED with the reason.
 
-    Always the last compensation to run, so it also writes the outcome to the log, in
-    the same transaction: nobody sees a CANCELLED order whose history is unfinished.
+    Always the last compensation to run, so it also logs the outcome, in the same
+    transaction: nobody sees a CANCELLED order whose history is unfinished. Once: the
+    UPDATE only matches an order that has not ended, and the log entries are once-only.
     """
-    await transaction("cancel_order", _cancel_order, checkout_key, reason)
+    async with write() as db:
+        order_id = await queries.cancel_order(db, checkout_key, reason)
+        if order_id is not None:
+            await queries.append_event(db, order_id, OrderEvent.ORDER_CANCELLED, reason)
+            await queries.append_event(db, order_id, OrderEvent.FAILED, reason)
+    if order_id is None:
+        return Undone(UndoResult.NOTHING_TO_UNDO, "no open order to cancel")
+    order_watch.announce(order_id, checkout_key)
+    return Undone(UndoResult.DONE, reason)
 
 
-async def _cancel_order(checkout_key: str, reason: str) -> None:
-    db = session()
-    order_id = await queries.cancel_order(db, checkout_key, reason)
-    if order_id is not None:
-        await queries.append_event(db, order_id, OrderEvent.ORDER_CANCELLED, reason)
-        await queries.append_event(db, order_id, OrderEvent.FAILED, reason)
+@step(Checkpoint.RELEASE_INVENTORY)
+async def release_inventory(checkout_key: str) -> Undone:
+    """Undo reserve_inventory: held stock goes back on the shelf.
 
-
-async def release_inventory(checkout_key: str) -> None:
-    """Undo reserve_inventory: held stock goes back on the shelf, once (if any is held)."""
-    await transaction("release_inventory", _release_inventory, checkout_key)
-
-
-async def _release_inventory(checkout_key: str) -> None:
-    db = session()
-    order = await queries.order_by_key(db, checkout_key)
-    if order is None:
-        return
-    released = await queries.release_stock(db, order.order_id)
-    if released:
-        detail = ", ".join(f"{line.quantity} x product {line.product_id}" for line in released)
-        await queries.append_event(db, order.order_id, OrderEvent.RESERVATION_RELEASED, detail)
-
-
-async def refund_payment(order: CreatedOrder) -> None:
-    """Undo the charge: if the provider said paid, refund it (idempotency key), record it."""
-    if not await transaction("check_refund", _refund_due, order.order_id):
-        return
-    refund_id = await request_refund(order.payment_id, order.total_cents)
-    await transaction("record_refund", _record_refund, order.order_id, refund_id)
-
-
-async def _refund_due(order_id: int) -> bool:
-    verdict, state = await queries.payment_of(session(), order_id)
-    return verdict == PaymentVerdict.PAID.value and state != "refunded"
-
-
-@_step("request_refund")  # no retries here: the saga retries compensations, with backoff
-async def request_refund(payment_id: str, amount_cents: int) -> str:
-    """Ask the provider for a refund; the key makes a repeated request refund once."""
-    return await services().payments.refund(payment_id, amount_cents, f"refund-{payment_id}")
-
-
-async def _record_refund(order_id: int, refund_id: str) -> None:
-    db = session()
-    if await queries.mark_refunded(db, order_id):
-        await queries.append_event(db, order_id, OrderEvent.PAYMENT_REFUNDED, refund_id)
-
-
-async def cancel_shipment(order_id: int) -> None:
-    """Undo create_shipment: cancel it at the carrier (one never booked is fine)."""
-    if await cancel_carrier_shipment(order_id):
-        await record_event(
-            "record_shipment_cancelled",
-            order_id,
-            OrderEvent.SHIPMENT_CANCELLED,
-            f"order-{order_id}",
+    Nothing held (refused for want of stock, never reserved, released already) is
+    nothing to undo. Once: held -> released is a conditional UPDATE, and the log entry
+    is once-only.
+    """
+    async with write() as db:
+        order = await _order(db, checkout_key)
+        if order is None:
+            return Undone(UndoResult.NOTHING_TO_UNDO, "no order was created")
+        released = await queries.release_stock(db, order.order_id)
+        if released:
+            lines = ", ".join(f"{line.quantity} x product {line.product_id}" for line in released)
+            undone = Undone(UndoResult.DONE, f"{lines} back on the shelf")
+        elif order.reservation == Reservation.RELEASED:
+            undone = Undone(UndoResult.NOTHING_TO_UNDO, "already back on the shelf")
+        else:
+            undone = Undone(UndoResult.NOTHING_TO_UNDO, "nothing was held")
+        await queries.append_event(
+            db, order.order_id, OrderEvent.RESERVATION_RELEASED, undone.detail
         )
+    order_watch.announce(order.order_id)
+    return undone
 
 
-@_step("cancel_shipment")
-async def cancel_carrier_shipment(order_id: int) -> bool:
-    return await services().shipping.cancel_shipment(f"order-{order_id}")
+GIVEN_BACK = {
+    (Provider.CAPTURED, Provider.REFUNDED): (PaymentState.REFUNDED, "refunded {amount} cents"),
+    (Provider.OPEN, Provider.VOIDED): (PaymentState.VOIDED, "nothing was captured: payment voided"),
+    (Provider.REFUNDED, Provider.REFUNDED): (PaymentState.REFUNDED, "already refunded"),
+    (Provider.VOIDED, Provider.VOIDED): (
+        PaymentState.VOIDED,
+        "nothing was captured: already voided",
+    ),
+    (Provider.DECLINED, Provider.DECLINED): (
+        PaymentState.UNTOUCHED,
+        "nothing was captured: the payment was declined",
+    ),
+    (Provider.EXPIRED, Provider.EXPIRED): (
+        PaymentState.UNTOUCHED,
+        "nothing was captured: the payment expired",
+    ),
+    (Provider.UNKNOWN, Provider.UNKNOWN): (
+        PaymentState.UNTOUCHED,
+        "the provider has no such payment: nothing moved",
+    ),
+}
+
+
+def describe_given_back(given: PaymentGivenBack, amount_cents: int) -> tuple[PaymentState, Undone]:
+    """What the store records of the provider's answer, and how the history says it."""
+    state, words = GIVEN_BACK.get(
+        (given.before, given.after),
+        (PaymentState.UNTOUCHED, f"the provider left it {given.after.value}"),
+    )
+    moved = given.before is not given.after
+    detail = words.format(amount=amount_cents)
+    if given.reference:
+        detail += f" ({given.reference})"
+    return state, Undone(UndoResult.DONE if moved else UndoResult.NOTHING_TO_UNDO, detail)
+
+
+async def give_back_payment(order: Any) -> Undone:
+    """Ask the provider to give the order's payment back, and record what it did.
+
+    Shared by the current saga and version 0.1's refund step. Once: the provider acts
+    once per idempotency key (and only on an open or captured payment), the money's
+    state moves once, and the log entry is once-only.
+    """
+    given = await services().payments.give_back(order.payment_id, f"refund-{order.payment_id}")
+    state, undone = describe_given_back(given, order.total_cents)
+    async with write() as db:
+        await queries.set_payment_state(
+            db, order.order_id, old=(None, PaymentState.CAPTURED), new=state.value
+        )
+        await queries.append_event(db, order.order_id, OrderEvent.PAYMENT_REFUNDED, undone.detail)
+    order_watch.announce(order.order_id)
+    return undone
+
+
+@step(Checkpoint.REFUND_PAYMENT)
+async def refund_payment(checkout_key: str) -> Undone:
+    """Undo the payment, whatever state the provider has it in.
+
+    Captured: refunded. Opened (or authorised) but never captured: voided, so that it
+    can never be captured later. Refunded, voided, declined or expired already: done.
+    Unknown to the provider: nothing moved, done. The provider failing: raised, and
+    retried by the saga. An order whose payment the store never opened (refused for
+    want of stock) has nothing at the provider, and logs nothing.
+    """
+    async with services().engine.connect() as db:
+        order = await _order(db, checkout_key)
+    if order is None or order.payment_verdict is None:
+        return Undone(UndoResult.NOTHING_TO_UNDO, "no payment was opened")
+    return await give_back_payment(order)
+
+
+@step(Checkpoint.CANCEL_SHIPMENT)
+async def cancel_shipment(checkout_key: str) -> Undone:
+    """Undo create_shipment: cancel it at the carrier, whatever it knows of it.
+
+    Booked: cancelled. Never booked (refused, or the carrier never answered), or
+    cancelled already: nothing to undo. The carrier cancels once per key, and the log
+    entry is once-only.
+    """
+    async with services().engine.connect() as db:
+        order = await _order(db, checkout_key)
+    if order is None:
+        return Undone(UndoResult.NOTHING_TO_UNDO, "no order was created")
+    key = shipment_key(order.order_id)
+    answer = await services().shipping.cancel_shipment(key)
+    undone = {
+        Cancellation.CANCELLED: Undone(UndoResult.DONE, f"cancelled shipment {key}"),
+        Cancellation.ALREADY_CANCELLED: Undone(UndoResult.NOTHING_TO_UNDO, "already cancelled"),
+        Cancellation.NEVER_BOOKED: Undone(
+            UndoResult.NOTHING_TO_UNDO, "never booked: nothing to cancel"
+        ),
+    }[answer]
+    async with write() as db:
+        await queries.append_event(db, order.order_id, OrderEvent.SHIPMENT_CANCELLED, undone.detail)
+    order_watch.announce(order.order_id)
+    return undone
+
+
+# --- parked compensations --------------------------------------------------------------
+
+
+@step(Checkpoint.PARK_COMPENSATION)
+async def park_compensation(
+    order_id: int, workflow_id: str, compensation: str, error: str, attempts: int
+) -> None:
+    """Record a compensation that keeps failing as a dead letter, and say so in the log.
+
+    Once: the dead letter is keyed by (order, compensation) and updated in place; the
+    log entry carries the attempt count, so parking again later logs again.
+    """
+    async with write() as db:
+        await queries.park_dead_letter(
+            db,
+            order_id=order_id,
+            workflow_id=workflow_id,
+            compensation=compensation,
+            error=error,
+            attempts=attempts,
+        )
+        detail = f"{compensation} after {attempts} failed attempts: {error}"[:500]
+        await queries.append_event(db, order_id, OrderEvent.COMPENSATION_PARKED, detail)
+    order_watch.announce(order_id)
+
+
+@step(Checkpoint.RETRY_COMPENSATION)
+async def retry_compensation(order_id: int, compensation: str) -> None:
+    """The parked compensation is about to be tried again (its status set, not counted)."""
+    async with write() as db:
+        await queries.set_dead_letter_status(db, order_id, compensation, "retrying")
+        await queries.append_event(db, order_id, OrderEvent.COMPENSATION_RETRIED, compensation)
+    order_watch.announce(order_id)
+
+
+@step(Checkpoint.RESOLVE_COMPENSATION)
+async def resolve_compensation(order_id: int, compensation: str) -> None:
+    """The parked compensation finally succeeded (a status set: the same twice)."""
+    async with write() as db:
+        await queries.set_dead_letter_status(db, order_id, compensation, "resolved")
+
+
+# --- what the watchdog reads ------------------------------------------------------------
+
+
+@step(Checkpoint.FIND_UNFINISHED_ORDERS)
+async def find_unfinished_orders(older_than: datetime) -> list[UnfinishedOrder]:
+    """Orders neither DISPATCHED nor CANCELLED, created before `older_than` (a read)."""
+    async with services().engine.connect() as db:
+        rows = await queries.unfinished_orders(db, older_than)
+    return [
+        UnfinishedOrder(
+            r.order_id, r.checkout_key, r.status, r.payment_id, r.total_cents, r.shipping_address
+        )
+        for r in rows
+    ]
+
+
+@step(Checkpoint.READ_ORDER_STATUS)
+async def read_order_status(order_id: int) -> str:
+    """The order's status, checkpointed so a replay takes the same branch (a read)."""
+    async with services().engine.connect() as db:
+        row = await queries.order_by_id(db, order_id)
+    return str(row.status) if row else OrderStatus.CANCELLED.value

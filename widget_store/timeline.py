@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any
 
-from dbos import DBOS
-from dbos._sys_db import StepInfo, WorkflowStatus
+from dbos import DBOS, StepInfo, WorkflowStatus
 
+from widget_store.checkpoints import Checkpoint
 from widget_store.domain import OrderEvent as E
-from widget_store.queries.ops import Stage, stage_of
+from widget_store.domain import Stage, stage_of
 
 MAX_TEXT = 300
 SLEEP = "DBOS.sleep"
@@ -56,55 +56,65 @@ class Role:
     output_is_time: str | None = None  # the output is an epoch time: say what it marks
 
 
-# The checkpoint names that steps.py gives the saga's steps and compensations (stable:
-# they are part of the durable format), and the DBOS operations the workflow makes.
+C = Checkpoint
+# Every checkpoint a checkout or its resolution may record (this version's and 0.1's),
+# and the DBOS operations the workflows make.
 ROLES: dict[str, Role] = {
-    "place_order": Role(
+    C.PLACE_ORDER: Role(
         Kind.STEP,
         "Create the order, reserve stock, open the payment",
         (E.ORDER_CREATED, E.RESERVED, E.RESERVE_FAILED, E.PAYMENT_OPENED),
     ),
-    "register_payment": Role(Kind.STEP, "Register the payment at the provider"),
-    "DBOS.setEvent": Role(Kind.INTERNAL, "Tell the shopper where to pay"),
     "DBOS.recv": Role(Kind.WAIT, "Wait for the provider's verdict"),
     SLEEP: Role(Kind.WAIT, "Durable sleep", output_is_time="until"),
-    "charge_payment": Role(Kind.STEP, "Charge the payment", (E.CHARGED, E.CHARGE_FAILED)),
-    "create_shipment": Role(Kind.STEP, "Book the shipment"),
-    "record_shipment_failed": Role(
-        Kind.INTERNAL, "Record the shipping failure", (E.SHIPMENT_FAILED,)
-    ),
-    "mark_paid": Role(
+    C.EXPIRE_PAYMENT: Role(Kind.STEP, "The payment deadline passed", (E.CHARGE_FAILED,)),
+    C.SHIP_ORDER: Role(
         Kind.STEP,
-        "Mark paid, start the dispatch",
-        (E.SHIPMENT_CREATED, E.DISPATCH_STARTED),
-        "dispatched",
+        "Book the shipment, mark paid, start the dispatch",
+        (E.SHIPMENT_CREATED, E.SHIPMENT_FAILED, E.DISPATCH_STARTED),
     ),
-    "complete_dispatch": Role(Kind.STEP, "Complete the dispatch", (E.DISPATCHED, E.COMPLETE)),
-    "cancel_shipment": Role(Kind.COMPENSATION, "Cancel the shipment at the carrier"),
-    "record_shipment_cancelled": Role(
-        Kind.COMPENSATION, "Record the cancelled shipment", (E.SHIPMENT_CANCELLED,)
+    C.COMPLETE_DISPATCH: Role(Kind.STEP, "Complete the dispatch", (E.DISPATCHED, E.COMPLETE)),
+    C.CANCEL_SHIPMENT: Role(
+        Kind.COMPENSATION, "Cancel the shipment at the carrier", (E.SHIPMENT_CANCELLED,)
     ),
-    "check_refund": Role(Kind.COMPENSATION, "Check whether a refund is due"),
-    "request_refund": Role(Kind.COMPENSATION, "Refund at the provider"),
-    "record_refund": Role(Kind.COMPENSATION, "Record the refund", (E.PAYMENT_REFUNDED,)),
-    "release_inventory": Role(
+    C.REFUND_PAYMENT: Role(Kind.COMPENSATION, "Refund or void the payment", (E.PAYMENT_REFUNDED,)),
+    C.RELEASE_INVENTORY: Role(
         Kind.COMPENSATION, "Release the reserved stock", (E.RESERVATION_RELEASED,)
     ),
-    "cancel_order": Role(Kind.COMPENSATION, "Cancel the order", (E.ORDER_CANCELLED, E.FAILED)),
-    "park_compensation": Role(
+    C.CANCEL_ORDER: Role(Kind.COMPENSATION, "Cancel the order", (E.ORDER_CANCELLED, E.FAILED)),
+    C.PARK_COMPENSATION: Role(
         Kind.COMPENSATION, "Park a failing compensation", (E.COMPENSATION_PARKED,)
     ),
-    "retry_compensation": Role(
+    C.RETRY_COMPENSATION: Role(
         Kind.COMPENSATION, "Retry the parked compensation", (E.COMPENSATION_RETRIED,)
     ),
-    "resolve_compensation": Role(Kind.COMPENSATION, "The parked compensation succeeded"),
+    C.RESOLVE_COMPENSATION: Role(Kind.COMPENSATION, "The parked compensation succeeded"),
+    C.READ_ORDER_STATUS: Role(Kind.INTERNAL, "Read the order's status"),
+    # Version 0.1's checkout (the ones it started finish under widget_store.legacy).
+    C.REGISTER_PAYMENT: Role(Kind.STEP, "Register the payment at the provider"),
+    "DBOS.setEvent": Role(Kind.INTERNAL, "Tell the shopper where to pay"),
+    C.CHARGE_PAYMENT: Role(Kind.STEP, "Charge the payment"),
+    C.CREATE_SHIPMENT: Role(Kind.STEP, "Book the shipment"),
+    C.RECORD_SHIPMENT_FAILED: Role(Kind.INTERNAL, "Record the shipping failure"),
+    C.MARK_PAID: Role(Kind.STEP, "Mark paid, start the dispatch", (), "dispatched"),
+    C.RECORD_SHIPMENT_CANCELLED: Role(Kind.COMPENSATION, "Record the cancelled shipment"),
+    C.CHECK_REFUND: Role(Kind.COMPENSATION, "Check whether a refund is due"),
+    C.REQUEST_REFUND: Role(Kind.COMPENSATION, "Refund at the provider"),
+    C.RECORD_REFUND: Role(Kind.COMPENSATION, "Record the refund"),
+}
+# Entries logged by no step of the saga: the webhook records the provider's verdict.
+EVENT_LABELS = {
+    E.CHARGED.value: "The provider's verdict: paid (webhook)",
+    E.CHARGE_FAILED.value: "The provider's verdict: declined (webhook)",
 }
 STEP_OF_EVENT = {event.value: name for name, role in ROLES.items() for event in role.events}
 # What a durable sleep is for, told by the operation before it.
 SLEEP_LABELS = {
-    "DBOS.setEvent": "Payment deadline (the wait's timer)",  # the wait is still going on
+    C.PLACE_ORDER: "Payment deadline (the wait's timer)",  # the wait is still going on
+    "DBOS.setEvent": "Payment deadline (the wait's timer)",
     "DBOS.recv": "Payment deadline (the wait's timer)",
-    "mark_paid": "Dispatch (a durable sleep)",
+    C.SHIP_ORDER: "Dispatch (a durable sleep)",
+    C.MARK_PAID: "Dispatch (a durable sleep)",
 }
 IN_PROGRESS = {
     Stage.STARTING: "Starting",
@@ -278,7 +288,8 @@ def _attach_events(rows: list[Row], events: Sequence[Mapping[str, Any]], clock: 
         if owner is not None:
             owner.events.append(entry)
             continue
-        orphan = Row(-1, event["type"], Kind.EVENT, event["type"], at, at, events=[entry])
+        label = EVENT_LABELS.get(event["type"], event["type"])
+        orphan = Row(-1, event["type"], Kind.EVENT, label, at, at, events=[entry])
         later = [i for i, row in enumerate(rows) if row.start_ms is not None and row.start_ms > at]
         rows.insert(later[0] if later else len(rows), orphan)
 

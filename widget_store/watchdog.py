@@ -1,57 +1,51 @@
 """The watchdog: finds orders no live workflow drives any more, and resolves each one.
 
 A checkout's workflow normally carries its order to DISPATCHED or CANCELLED, and DBOS
-recovers it after a crash. Two things can still strand an order:
+recovers it after a crash. Three things can still strand an order:
 
-- its workflow is PENDING but nobody will ever recover it: it belongs to an application
-  version no process runs any more (a deploy changed the version) or to an executor
-  slot that no longer exists (fewer workers than before). The watchdog *resumes* it:
-  cancel, then rewind it under the current version, so this deployment replays its
-  history and carries on from its last completed step under the same workflow ID;
+- its workflow is PENDING on an executor slot no process serves any more (fewer
+  workers than before). The watchdog *takes it over*: same workflow ID, same history,
+  carried on by this deployment from its last completed step;
+- its workflow is PENDING under an earlier application version (a deploy). DBOS only
+  recovers workflows of its own version, so each process takes over its slot's
+  workflows of earlier versions at start-up (`take_over_earlier_versions`), and the
+  watchdog those of slots that are gone. Either way only a workflow whose name this
+  code still registers with the same step list is carried on (`RESUMABLE`); it is
+  never resumed under a different step list;
 - its workflow ended without ending the order (ERROR, CANCELLED by hand, gone). The
-  watchdog *resolves* it with a `resolve_order` workflow: an order already PAID (money
-  captured, shipment booked) is completed; anything earlier is compensated from the
-  state recorded in the database (refund, cancel the shipment, release stock, cancel).
+  watchdog *resolves* it with a `resolve_order` workflow (`checkout.py`).
 
-It runs as a DBOS scheduled workflow every minute, and on demand from the operations API.
+It runs as a DBOS scheduled workflow every minute, and on demand from the operations
+API. Each order is handled on its own: one that fails is logged, counted and tried
+again at the next pass, and the pass goes on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from dbos import DBOS, SetWorkflowID
+from dbos import DBOS, SetWorkflowID, WorkflowStatus
 
-from widget_store import queries
-from widget_store.dead_letters import ParkedCompensations
-from widget_store.domain import CancelReason, CreatedOrder, OrderStatus
-from widget_store.saga import Saga
-from widget_store.steps import (
-    cancel_order,
-    cancel_shipment,
-    complete_dispatch,
-    refund_payment,
-    release_inventory,
-    services,
-    session,
-    transaction,
-)
+from widget_store import steps
+from widget_store.checkout import resolve_order
+from widget_store.checkpoints import Checkpoint, Workflow, resolve_order_id
+from widget_store.domain import UnfinishedOrder
+from widget_store.durability import ACTIVE, services, step, take_over
+
+__all__ = ["UnfinishedOrder", "WatchdogReport", "schedule", "watchdog_workflow"]
 
 SCHEDULE_NAME = "widget-store-watchdog"
 SCHEDULE = "0 * * * * *"  # every minute
-LIVE = ("PENDING", "ENQUEUED", "DELAYED")
-
-
-@dataclass(frozen=True)
-class UnfinishedOrder:
-    order_id: int
-    checkout_key: str
-    status: str
-    payment_id: str
-    total_cents: int
-    shipping_address: str
+# Workflow names whose step lists are registered by this code exactly as they were
+# recorded: a workflow of one of them may be carried on under this version.
+RESUMABLE = frozenset(
+    {Workflow.CHECKOUT, Workflow.RESOLVE_ORDER, Workflow.CHECKOUT_V1, Workflow.RESOLVE_ORDER_V1}
+)
+# A watchdog pass holds nothing the next pass does not work out again: an old one that
+# was cut short is cancelled rather than carried on.
+DISPOSABLE = frozenset({Workflow.WATCHDOG, Workflow.WATCHDOG_V1})
 
 
 @dataclass
@@ -59,105 +53,131 @@ class WatchdogReport:
     checked: int = 0
     resumed: list[int] = field(default_factory=list)
     resolved: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)  # tried again at the next pass
 
 
-async def _unfinished_orders(older_than: datetime) -> list[UnfinishedOrder]:
-    rows = await queries.unfinished_orders(session(), older_than)
-    return [
-        UnfinishedOrder(
-            r.order_id, r.checkout_key, r.status, r.payment_id, r.total_cents, r.shipping_address
-        )
-        for r in rows
-    ]
-
-
-@DBOS.workflow(name="watchdog")
-async def watchdog_workflow(scheduled_at: datetime, context: Any) -> WatchdogReport:
-    """One watchdog pass (the schedule's workflow: it receives the scheduled time)."""
+def _orphaned(workflow: WorkflowStatus) -> bool:
     svc = services()
-    older_than = scheduled_at - timedelta(seconds=svc.stuck_after_s)
-    orders = await transaction("find_unfinished_orders", _unfinished_orders, older_than)
+    return workflow.app_version != svc.app_version or workflow.executor_id not in svc.executors
+
+
+@DBOS.workflow(name=Workflow.WATCHDOG)
+async def watchdog_workflow(scheduled_at: Any, context: Any) -> WatchdogReport:
+    """One watchdog pass (the schedule's workflow: it receives the scheduled time)."""
+    older_than = scheduled_at - timedelta(seconds=services().stuck_after_s)
+    orders = await steps.find_unfinished_orders(older_than)
     report = WatchdogReport(checked=len(orders))
     if not orders:
         return report
+    ids = [o.checkout_key for o in orders] + [
+        resolver for o in orders for resolver in _resolvers(o)
+    ]
     workflows = {
         w.workflow_id: w
         for w in await DBOS.list_workflows_async(
-            workflow_ids=[o.checkout_key for o in orders], load_input=False, load_output=False
+            workflow_ids=ids, load_input=False, load_output=False
         )
     }
     for order in orders:
-        workflow = workflows.get(order.checkout_key)
-        if workflow is not None and workflow.status in LIVE:
-            if workflow.app_version == svc.app_version and workflow.executor_id in svc.executors:
-                continue  # a live process will recover or is running it
-            await resume_orphan(order.checkout_key, svc.app_version)
-            report.resumed.append(order.order_id)
-        else:
-            with SetWorkflowID(f"resolve-{order.order_id}"):
-                await DBOS.start_workflow_async(resolve_order, order)
-            report.resolved.append(order.order_id)
-    if report.resumed or report.resolved:
+        try:
+            await _look_after(order, workflows, report)
+        except Exception as failure:  # one order's trouble must not stop the others
+            report.failed.append(order.order_id)
+            DBOS.logger.error("watchdog: order %s: %r", order.order_id, failure)
+    if report.resumed or report.resolved or report.failed:
         DBOS.logger.warning(
-            "watchdog: resumed orders %s, resolved orders %s", report.resumed, report.resolved
+            "watchdog: resumed %s, resolved %s, failed %s",
+            report.resumed,
+            report.resolved,
+            report.failed,
         )
     return report
 
 
-@DBOS.step(name="resume_orphan")
-async def resume_orphan(workflow_id: str, app_version: str) -> None:
-    """Take over a workflow nobody will recover: same ID, same history, this version."""
-    status = await DBOS.get_workflow_status_async(workflow_id)
-    if status is None or status.status not in (*LIVE, "CANCELLED"):
+def _resolvers(order: UnfinishedOrder) -> tuple[str, str]:
+    """The IDs a resolving workflow of this order has: today's, and version 0.1's."""
+    return resolve_order_id(order.order_id), f"resolve-{order.order_id}"
+
+
+def _resolving(workflow: WorkflowStatus | None) -> bool:
+    # By name too: a checkout key may spell "resolve-7", version 0.1's resolver ID.
+    return (
+        workflow is not None
+        and workflow.status in ACTIVE
+        and workflow.name in (Workflow.RESOLVE_ORDER, Workflow.RESOLVE_ORDER_V1)
+    )
+
+
+async def _look_after(
+    order: UnfinishedOrder, workflows: dict[str, WorkflowStatus], report: WatchdogReport
+) -> None:
+    checkout = workflows.get(order.checkout_key)
+    if checkout is not None and checkout.status in ACTIVE:
+        if not _orphaned(checkout):
+            return  # a live process will recover or is running it
+        if checkout.name not in RESUMABLE:
+            raise RuntimeError(f"workflow {checkout.name!r} has no step list registered here")
+        await resume_orphan(order.checkout_key, services().app_version)
+        report.resumed.append(order.order_id)
         return
-    if status.status != "CANCELLED":
-        await DBOS.cancel_workflow_async(workflow_id)
-    steps = await DBOS.list_workflow_steps_async(workflow_id)
-    next_step = max((step["function_id"] for step in steps), default=0) + 1
-    await DBOS.rewind_workflow_async(
-        workflow_id, start_step=next_step, application_version=app_version
+    for resolver in (workflows.get(i) for i in _resolvers(order)):
+        if resolver is not None and _resolving(resolver):  # already being resolved
+            if _orphaned(resolver):
+                await resume_orphan(resolver.workflow_id, services().app_version)
+                report.resumed.append(order.order_id)
+            return
+    with SetWorkflowID(resolve_order_id(order.order_id)):
+        await DBOS.start_workflow_async(resolve_order, order)
+    report.resolved.append(order.order_id)
+
+
+@step(Checkpoint.RESUME_ORPHAN)
+async def resume_orphan(workflow_id: str, app_version: str) -> bool:
+    """Take over a workflow nobody will recover: same ID, same history, this version."""
+    return await take_over(workflow_id, app_version)
+
+
+async def take_over_earlier_versions() -> list[str]:
+    """At start-up: carry on this slot's workflows that an earlier version left running.
+
+    The process that ran them had this executor ID (a worker slot keeps its ID across
+    restarts and deploys), so it is gone. Returns the IDs taken over.
+    """
+    svc = services()
+    stranded = await DBOS.list_workflows_async(
+        status=list(ACTIVE),
+        executor_id=DBOS.executor_id,
+        load_input=False,
+        load_output=False,
     )
-
-
-@DBOS.workflow(name="resolve_order")
-async def resolve_order(order: UnfinishedOrder) -> str:
-    """End an order whose workflow ended without ending it: finish it or undo it."""
-    current = await transaction("read_order_status", _status_of, order.order_id)
-    if current == OrderStatus.PAID.value:
-        await complete_dispatch(order.order_id)
-        return OrderStatus.DISPATCHED.value
-    placed = CreatedOrder(
-        order.order_id, order.payment_id, order.total_cents, order.shipping_address
-    )
-    saga = Saga(
-        park_after=services().compensation_attempts,
-        dead_letters=ParkedCompensations(order.order_id, DBOS.workflow_id or ""),
-    )
-    # Every undo is safe when its step never ran, so register them all, in step order.
-    saga.on_rollback("CancelOrder", lambda reason: cancel_order(order.checkout_key, reason))
-    saga.on_rollback("ReleaseReservation", lambda _: release_inventory(order.checkout_key))
-    saga.on_rollback("RefundPayment", lambda _: refund_payment(placed))
-    saga.on_rollback("CancelShipment", lambda _: cancel_shipment(order.order_id))
-    await saga.rollback(CancelReason.STALLED.value)
-    return OrderStatus.CANCELLED.value
-
-
-async def _status_of(order_id: int) -> str:
-    row = await queries.order_details(session(), order_id)
-    return str(row["status"]) if row else OrderStatus.CANCELLED.value
-
-
-async def run_now() -> WatchdogReport:
-    """A watchdog pass now, for the operations API."""
-    handle = await DBOS.start_workflow_async(watchdog_workflow, datetime.now(UTC), None)
-    report: WatchdogReport = await handle.get_result()
-    return report
+    taken: list[str] = []
+    for workflow in stranded:
+        if workflow.app_version == svc.app_version:
+            continue  # DBOS recovers its own version
+        if workflow.name in DISPOSABLE:
+            await DBOS.cancel_workflow_async(workflow.workflow_id)
+        elif workflow.name in RESUMABLE:
+            if await take_over(workflow.workflow_id, svc.app_version):
+                taken.append(workflow.workflow_id)
+        else:
+            DBOS.logger.error(
+                "workflow %s (%s, version %s) has no step list registered here; left alone",
+                workflow.workflow_id,
+                workflow.name,
+                workflow.app_version,
+            )
+    if taken:
+        DBOS.logger.warning("took over %d workflows of earlier versions", len(taken))
+    return taken
 
 
 def schedule() -> None:
-    """(Re)declare the watchdog's schedule; every process may call it, it is idempotent."""
-    # The schedule ignores the report the workflow returns for run_now().
-    workflow_fn: Any = watchdog_workflow
+    """(Re)declare the watchdog's schedule; every process may call it, it is idempotent.
+
+    The scheduled workflows' IDs (`sched-<name>-<ISO time with +00:00>`) hold a `+`,
+    which the checkout key pattern refuses: no checkout can take one first.
+    """
+    workflow_fn: Any = watchdog_workflow  # the schedule ignores the report it returns
     DBOS.apply_schedules(
         [{"schedule_name": SCHEDULE_NAME, "workflow_fn": workflow_fn, "schedule": SCHEDULE}]
     )

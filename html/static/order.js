@@ -49,7 +49,10 @@ const CANCELLED = {
     "widgets back on the shelf."],
 };
 
-const orderId = new URLSearchParams(window.location.search).get("order_id") || "";
+const query = new URLSearchParams(window.location.search);
+const orderId = query.get("order_id") || "";
+// The order's token, from the checkout's answer: whoever holds it placed the order.
+const orderToken = query.get("token") || "";
 const names = new Map(); // product_id -> name
 let dispatchSeconds = null;
 
@@ -111,12 +114,8 @@ function renderStepper(order) {
 
 function renderPayLink(order) {
   const waiting = order.status === "PENDING" && order.payment_verdict === "awaiting";
-  $("pay-link").hidden = !waiting;
-  if (waiting) {
-    const remembered = localStorage.getItem(`widget-store:payment:${order.order_id}`);
-    $("pay-link").firstElementChild.href =
-      remembered || `/provider/pay/${encodeURIComponent(order.payment_id)}`;
-  }
+  $("pay-link").hidden = !waiting || !order.payment_url;
+  if (waiting && order.payment_url) $("pay-link").firstElementChild.href = order.payment_url;
 }
 
 function renderDispatch(order) {
@@ -196,14 +195,24 @@ async function loadNames() {
 // One look at the order; returns it, or null if the server could not be reached. Given
 // the number of events already shown, the server answers once there are more.
 async function refresh(seenEvents = null) {
-  let url = `/order/${encodeURIComponent(orderId)}`;
-  if (seenEvents !== null) url += `?after_events=${seenEvents}&wait_s=${LONG_POLL_S}`;
+  const params = new URLSearchParams();
+  if (orderToken) params.set("token", orderToken);
+  if (seenEvents !== null) {
+    params.set("after_events", seenEvents);
+    params.set("wait_s", LONG_POLL_S);
+  }
+  const url = `/order/${encodeURIComponent(orderId)}?${params}`;
   let response;
   try {
     response = await request(url);
   } catch (error) {
     if (error instanceof NetworkError) return null;
     throw error;
+  }
+  if (response.status === 401) {
+    $("status").textContent = "This order's link is incomplete";
+    $("explanation").textContent = "Open it from the link the shop gave you after buying.";
+    return { status: "UNKNOWN" };
   }
   if (response.status === 404 || response.status === 422) {
     $("status").textContent = "We can't find this order";

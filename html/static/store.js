@@ -244,7 +244,6 @@ async function buy(event) {
     forgetAttempt();
     cart.clear();
     saveCart();
-    localStorage.setItem(`widget-store:payment:${reply.order_id}`, reply.payment_url);
     cartStatus.textContent = "Order placed: taking you to the payment page…";
     window.location.assign(reply.payment_url);
     return;

@@ -109,11 +109,13 @@ PRODUCTION_PAYMENT_TIMEOUT_S = 3
 def production_shop(
     chromium: Browser, sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    """The store as deployed: no crash button, /ops behind the token, a short payment wait."""
+    """The store as deployed to staging: no crash button, /ops behind the token, a short
+    payment wait, and the simulated provider's pages (mounted in production only on staging)."""
     yield from serve(
         tmp_path_factory.mktemp("production"),
         sqlite_template,
         WIDGET_STORE_ENV="production",
+        WIDGET_STORE_STAGING="1",
         WIDGET_STORE_WEBHOOK_SECRET="whsec_browser_tests_not_the_demo_secret",
         WIDGET_STORE_ADMIN_TOKEN=ADMIN_TOKEN,
         WIDGET_STORE_PAYMENT_TIMEOUT_S=str(PRODUCTION_PAYMENT_TIMEOUT_S),

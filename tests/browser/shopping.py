@@ -9,8 +9,8 @@ from playwright.sync_api import Locator, Page
 
 from tests.server import ServerProcess
 
-ORDER_PAGE = re.compile(r"/order\.html\?order_id=\d+$")
-PAYMENT_PAGE = re.compile(r"/provider/pay/pay_[0-9a-f]+$")
+ORDER_PAGE = re.compile(r"/order\.html\?order_id=\d+&token=[A-Za-z0-9_-]+$")
+PAYMENT_PAGE = re.compile(r"/provider/pay/[A-Za-z0-9_-]+$")
 
 
 def restock(shop: ServerProcess, inventory: int) -> None:
@@ -52,6 +52,10 @@ def order_id_of(page: Page) -> int:
     return int(match.group(1))
 
 
-def api_order(shop: ServerProcess, order_id: int) -> dict[str, Any]:
-    result: dict[str, Any] = shop.http.get(f"/order/{order_id}").json()
+def api_order(shop: ServerProcess, page: Page) -> dict[str, Any]:
+    """The order the page shows, read over the API as its owner (with the page's token)."""
+    token = re.search(r"token=([A-Za-z0-9_-]+)", page.url)
+    assert token, page.url
+    params = {"token": token.group(1)}
+    result: dict[str, Any] = shop.http.get(f"/order/{order_id_of(page)}", params=params).json()
     return result

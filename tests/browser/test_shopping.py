@@ -14,7 +14,6 @@ from tests.browser.shopping import (
     buy,
     cart,
     order_count,
-    order_id_of,
     product_card,
     restock,
 )
@@ -45,7 +44,7 @@ def test_buying_two_products_and_paying_ends_dispatched_with_a_tracking_number(
     history = page.get_by_role("list").filter(has_text="Order placed")
     for step in ("Payment received", "Shipment booked with the carrier", "All done"):
         expect(history).to_contain_text(step)
-    tracking = api_order(shop, order_id_of(page))["tracking_number"]
+    tracking = api_order(shop, page)["tracking_number"]
     expect(page.get_by_text("Tracking number:")).to_contain_text(tracking)
 
 

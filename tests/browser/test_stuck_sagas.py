@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import serve
-from tests.helpers import new_key
+from tests.helpers import eventually, new_key
 from tests.server import ServerProcess
 
 
@@ -32,29 +32,26 @@ def test_a_parked_refund_is_listed_and_the_retry_button_finishes_it(
 ) -> None:
     shop = fragile_shop
     # The provider's refunds fail twice: enough to park the refund.
-    shop.http.post("/_faults/fail-in/request_refund", params={"times": 2}).raise_for_status()
+    shop.http.post("/_faults/fail-in/refund_payment", params={"times": 2}).raise_for_status()
     body = {"items": [{"product_id": 1, "quantity": 1}], "shipping_address": "1 invalid way"}
     placed: dict[str, Any] = shop.http.post(f"/checkout/{new_key()}", json=body).json()
-    shop.http.post(f"/provider/pay/{placed['payment_id']}/pay")
+    shop.http.post(f"{placed['payment_url']}/pay")
     order = f"Order #{placed['order_id']}"
 
     page.goto(shop.base_url + "/ops")
     stuck = page.get_by_role("region", name="Stuck sagas")
     row = stuck.get_by_role("row").filter(has_text=order)
     expect(row).to_contain_text("RefundPayment")
-    expect(row).to_contain_text("injected failure in request_refund")
+    expect(row).to_contain_text("injected failure in refund_payment")
     expect(row).to_contain_text("parked")
 
     row.get_by_role("button", name=f"Retry RefundPayment of order #{placed['order_id']}").click()
 
     expect(stuck.get_by_text("No parked compensation.")).to_be_visible()
-    final = shop.http.get(f"/order/{placed['order_id']}").json()
-    for _ in range(100):
-        if final["status"] == "CANCELLED":
-            break
-        page.wait_for_timeout(100)
-        final = shop.http.get(f"/order/{placed['order_id']}").json()
-    assert final["status"] == "CANCELLED"
+    final = eventually(
+        lambda: shop.http.get(f"/order/{placed['order_id']}").json(),
+        until=lambda order: order["status"] == "CANCELLED",
+    )
     assert "RefundPayment" in [event["type"] for event in final["events"]]
 
 

@@ -165,7 +165,7 @@ def _checks(
             workflows.fail(
                 f"workflow {workflow.workflow_uuid} ({workflow.name}) is {workflow.status}"
             )
-        if workflow.status in ("PENDING", "ENQUEUED") and workflow.name != "watchdog":
+        if workflow.status in ("PENDING", "ENQUEUED") and not workflow.name.startswith("watchdog"):
             order = by_key.get(workflow.workflow_uuid)
             if order is None or order.order_id not in parked:
                 workflows.fail(

@@ -33,6 +33,7 @@ from tests.chaos.cluster import PrivateCluster
 from tests.chaos.invariants import Check, check_invariants
 from tests.chaos.shoppers import EXPECTED, SCARCE_PRODUCT, Shoppers
 from tests.server import ServerProcess
+from widget_store.checkpoints import CHECKOUT_CRASH_POINTS, Checkpoint
 from widget_store.config import Database
 
 TERMINAL = ("DISPATCHED", "CANCELLED")
@@ -342,28 +343,16 @@ def _score(report: Report, load: Shoppers, final: dict[int, Any]) -> None:
 
 # --- crash right after every step -----------------------------------------------------
 
-FORWARD = [
-    "place_order",
-    "register_payment",
-    "publish_checkout",
-    "await_payment",
-    "charge_payment",
-    "create_shipment",
-    "mark_paid",
-    "dispatch",
-    "complete_dispatch",
-]
-# Compensations after a rejected address: refund, release, cancel.
-AFTER_REJECTED_ADDRESS = [
-    "record_shipment_failed",
-    "check_refund",
-    "request_refund",
-    "record_refund",
-    "release_inventory",
-    "cancel_order",
-]
-# Compensations after a failure injected into mark_paid: the shipment is cancelled too.
-AFTER_FAILED_MARK_PAID = ["cancel_shipment", "record_shipment_cancelled"]
+C = Checkpoint
+FORWARD = [C.PLACE_ORDER, C.AWAIT_PAYMENT, C.SHIP_ORDER, C.DISPATCH, C.COMPLETE_DISPATCH]
+# Compensations after a rejected address: the shipment (never booked), the payment
+# (refunded or voided), the stock, the order.
+AFTER_REJECTED_ADDRESS = [C.CANCEL_SHIPMENT, C.REFUND_PAYMENT, C.RELEASE_INVENTORY, C.CANCEL_ORDER]
+# The deadline passing with no verdict (nobody pays): expire_payment decides it.
+AFTER_NO_PAYMENT = [C.EXPIRE_PAYMENT]
+# A failure injected into complete_dispatch: a booked shipment is cancelled too.
+AFTER_FAILED_DISPATCH = [C.CANCEL_SHIPMENT]
+PAYMENT_TIMEOUT_S = 8
 
 
 @dataclass(frozen=True)
@@ -373,6 +362,7 @@ class CrashPoint:
     expect_status: str
     expect_reason: str | None
     fail_in: str | None = None
+    pay: bool = True
 
 
 def crash_points() -> list[CrashPoint]:
@@ -382,16 +372,22 @@ def crash_points() -> list[CrashPoint]:
         for s in AFTER_REJECTED_ADDRESS
     ]
     points += [
-        CrashPoint(s, "1 Main Street", "CANCELLED", "internal error", fail_in="mark_paid")
-        for s in AFTER_FAILED_MARK_PAID
+        CrashPoint(s, "1 Main Street", "CANCELLED", "payment timed out", pay=False)
+        for s in AFTER_NO_PAYMENT
     ]
+    points += [
+        CrashPoint(s, "1 Main Street", "CANCELLED", "internal error", fail_in=C.COMPLETE_DISPATCH)
+        for s in AFTER_FAILED_DISPATCH
+    ]
+    missing = set(CHECKOUT_CRASH_POINTS) - {point.step for point in points}
+    assert not missing, f"crash points nobody tests: {missing}"
     return points
 
 
 async def crash_at_every_step(workdir: Path) -> Report:
     report = Report(mode="crash after every saga step and compensation")
     env = {
-        "WIDGET_STORE_PAYMENT_TIMEOUT_S": "60",
+        "WIDGET_STORE_PAYMENT_TIMEOUT_S": str(PAYMENT_TIMEOUT_S),
         "WIDGET_STORE_DISPATCH_S": "0.5",
         "WIDGET_STORE_LOG_LEVEL": "WARNING",
         "WIDGET_STORE_FAULT_INJECTION": "1",
@@ -405,8 +401,9 @@ async def crash_at_every_step(workdir: Path) -> Report:
             http.post(f"/_faults/crash-after/{point.step}").raise_for_status()
             if point.fail_in:
                 http.post(f"/_faults/fail-in/{point.fail_in}").raise_for_status()
-            key, order_id, payment_id = await asyncio.to_thread(_place, http, point.address)
-            await asyncio.to_thread(_pay, http, payment_id)
+            key, order_id, payment_url = await asyncio.to_thread(_place, http, point.address)
+            if point.pay:
+                await asyncio.to_thread(_pay, http, payment_url)
             try:
                 await asyncio.to_thread(storm.server.new_worker_after, pid, 30)
                 report.faults.append(FaultRecord(f"crash after {point.step}", storm.elapsed()))
@@ -451,7 +448,7 @@ def _place(http: httpx.Client, address: str) -> tuple[str, int, str]:
     response = _retry(lambda: http.post(f"/checkout/{key}", json=body))
     response.raise_for_status()
     reply = response.json()
-    return key, reply["order_id"], reply["payment_id"]
+    return key, reply["order_id"], reply["payment_url"]
 
 
 def _wait_workflow_done(url: str, workflow_id: str, timeout: float = 60) -> None:
@@ -472,8 +469,8 @@ def _wait_workflow_done(url: str, workflow_id: str, timeout: float = 60) -> None
     raise AssertionError(f"workflow {workflow_id} never finished")
 
 
-def _pay(http: httpx.Client, payment_id: str) -> None:
-    _retry(lambda: http.post(f"/provider/pay/{payment_id}/pay"))
+def _pay(http: httpx.Client, payment_url: str) -> None:
+    _retry(lambda: http.post(f"{payment_url}/pay"))
 
 
 def _wait_terminal(http: httpx.Client, order_id: int, timeout: float = 60) -> dict[str, Any]:

@@ -140,18 +140,18 @@ class Shoppers:
             checkout.refused = reply["refused"]
             return
         checkout.order_id = reply["order_id"]
-        payment_id = reply["payment_id"]
+        payment_url = reply["payment_url"]
         await asyncio.sleep(self.rng.uniform(0.0, 0.5))  # a shopper reading the payment page
         if scenario is Scenario.ABANDONED:
             return
         decision = "decline" if scenario is Scenario.DECLINED else "pay"
         if scenario is Scenario.PAID_TWICE:
             await asyncio.gather(
-                self._choose(client, payment_id, decision),
-                self._choose(client, payment_id, decision),
+                self._choose(client, payment_url, decision),
+                self._choose(client, payment_url, decision),
             )
         else:
-            await self._choose(client, payment_id, decision)
+            await self._choose(client, payment_url, decision)
 
     async def _checkout(
         self, client: httpx.AsyncClient, key: str, body: dict[str, Any]
@@ -166,10 +166,8 @@ class Shoppers:
             return {"refused": "out of stock"}
         return {"refused": f"{response.status_code}: {response.text[:200]}"}
 
-    async def _choose(self, client: httpx.AsyncClient, payment_id: str, decision: str) -> None:
-        await self._retrying(
-            "payment page", lambda: client.post(f"/provider/pay/{payment_id}/{decision}")
-        )
+    async def _choose(self, client: httpx.AsyncClient, payment_url: str, decision: str) -> None:
+        await self._retrying("payment page", lambda: client.post(f"{payment_url}/{decision}"))
 
     async def _retrying(
         self, what: str, send: Callable[[], Awaitable[httpx.Response]]

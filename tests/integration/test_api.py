@@ -168,7 +168,7 @@ def test_a_long_poll_answers_as_soon_as_the_order_has_news(store: Store) -> None
             params={"after_events": seen, "wait_s": 20},
         )
         assert not waiting.done()
-        store.choose(placed["payment_id"], "pay")
+        store.choose(placed["payment_url"], "pay")
         news = waiting.result(timeout=20).json()
     assert len(news["events"]) > seen
     assert news["events"][seen]["type"] == "ChargePayment_ok"

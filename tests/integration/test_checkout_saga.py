@@ -17,10 +17,14 @@ def test_paid_checkout_is_dispatched_with_a_tracking_number(store: Store) -> Non
     assert response.status_code == 200, response.text
     placed = response.json()
     assert placed["status"] == "PENDING"
-    assert placed["payment_url"] == f"/provider/pay/{placed['payment_id']}"
+    assert placed["payment_url"].startswith("/provider/pay/")
+    assert placed["payment_id"] not in placed["payment_url"], "the page link is not the ID"
+    assert placed["order_url"] == (
+        f"/order.html?order_id={placed['order_id']}&token={placed['order_token']}"
+    )
     assert store.stock()[1] == before[1] - 2 and store.stock()[2] == before[2] - 1
 
-    paid = store.choose(placed["payment_id"], "pay")
+    paid = store.choose(placed["payment_url"], "pay")
     assert paid.status_code == 303, paid.text
 
     order = store.wait_for(placed["order_id"], "DISPATCHED")
@@ -49,16 +53,20 @@ def test_declined_payment_releases_inventory_and_cancels(store: Store) -> None:
     placed = store.checkout(cart((3, 4))).json()
     assert store.stock()[3] == before[3] - 4
 
-    store.choose(placed["payment_id"], "decline")
+    store.choose(placed["payment_url"], "decline")
 
     order = store.wait_for(placed["order_id"])
     assert order["status"] == "CANCELLED"
     assert order["cancel_reason"] == "payment declined"
     assert store.stock() == before
-    events = store.event_types(placed["order_id"])
-    assert "ChargePayment_failed" in events
-    assert events[-3:] == ["ReleaseReservation", "CancelOrder", "checkout_failed"]
-    assert "RefundPayment" not in events
+    events = [(e["type"], e["detail"]) for e in order["events"]]
+    assert ("ChargePayment_failed", "payment declined") in events
+    assert events[-4:] == [
+        ("RefundPayment", "nothing was captured: the payment was declined"),
+        ("ReleaseReservation", "4 x product 3 back on the shelf"),
+        ("CancelOrder", "payment declined"),
+        ("checkout_failed", "payment declined"),
+    ]
 
 
 def test_unpaid_checkout_times_out_and_is_compensated(settings: Settings) -> None:
@@ -80,16 +88,17 @@ def test_invalid_address_refunds_releases_and_cancels(store: Store) -> None:
     before = store.stock()
     placed = store.checkout(cart((2, 1), address="42 invalid road")).json()
 
-    store.choose(placed["payment_id"], "pay")
+    store.choose(placed["payment_url"], "pay")
 
     order = store.wait_for(placed["order_id"])
     assert order["status"] == "CANCELLED"
     assert order["cancel_reason"] == "shipping failed"
     assert store.stock() == before
     events = store.event_types(placed["order_id"])
-    assert events[-6:] == [
+    assert events[-7:] == [
         "ChargePayment_ok",
         "CreateShipment_failed",
+        "CancelShipment",
         "RefundPayment",
         "ReleaseReservation",
         "CancelOrder",
@@ -105,7 +114,7 @@ def test_invalid_address_refunds_releases_and_cancels(store: Store) -> None:
 def test_flaky_shipping_is_retried_until_dispatched(store: Store) -> None:
     placed = store.checkout(cart((1, 1), address="7 flaky lane")).json()
 
-    store.choose(placed["payment_id"], "pay")
+    store.choose(placed["payment_url"], "pay")
 
     order = store.wait_for(placed["order_id"])
     assert order["status"] == "DISPATCHED"

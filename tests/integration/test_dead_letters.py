@@ -7,13 +7,18 @@ from dataclasses import replace
 
 import pytest
 
-from tests.helpers import Store, cart
+from tests.helpers import Store, cart, eventually
 from widget_store.config import Settings
-from widget_store.payments import PaymentProvider, PaymentRequest, RefundFailed
+from widget_store.payments import (
+    PaymentGivenBack,
+    PaymentProvider,
+    PaymentProviderUnavailable,
+    PaymentRequest,
+)
 
 
 class RefundsDown:
-    """The provider, with its refund endpoint down until `restore()`."""
+    """The provider, with its refund endpoint down until `down` is cleared."""
 
     def __init__(self, provider: PaymentProvider) -> None:
         self.provider = provider
@@ -22,10 +27,10 @@ class RefundsDown:
     async def create_payment(self, request: PaymentRequest) -> str:
         return await self.provider.create_payment(request)
 
-    async def refund(self, payment_id: str, amount_cents: int, idempotency_key: str) -> str:
+    async def give_back(self, payment_id: str, idempotency_key: str) -> PaymentGivenBack:
         if self.down:
-            raise RefundFailed("the refund endpoint is down")
-        return await self.provider.refund(payment_id, amount_cents, idempotency_key)
+            raise PaymentProviderUnavailable("the refund endpoint is down")
+        return await self.provider.give_back(payment_id, idempotency_key)
 
 
 @pytest.fixture
@@ -48,15 +53,11 @@ def parked(store: Store) -> list[dict[str, object]]:
 
 
 def wait_until_parked(store: Store, attempts: int) -> dict[str, object]:
-    import time
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        letters = [d for d in parked(store) if d["attempts"] == attempts]
-        if letters:
-            return letters[0]
-        time.sleep(0.05)
-    raise AssertionError(f"nothing parked after {attempts} attempts: {parked(store)}")
+    letters = eventually(
+        lambda: [d for d in parked(store) if d["attempts"] == attempts],
+        what=f"a compensation parked after {attempts} attempts",
+    )
+    return letters[0]
 
 
 def test_a_refund_that_keeps_failing_is_parked_and_retried_by_an_operator(
@@ -65,7 +66,7 @@ def test_a_refund_that_keeps_failing_is_parked_and_retried_by_an_operator(
     store, refunds = broken_refunds
     before = store.stock()
     placed = store.checkout(cart((2, 1), address="9 invalid way")).json()
-    store.choose(placed["payment_id"], "pay")
+    store.choose(placed["payment_url"], "pay")
 
     letter = wait_until_parked(store, attempts=2)
     assert letter["compensation"] == "RefundPayment"

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from tests.helpers import Store, cart
-from widget_store.config import Environment, Settings
-from widget_store.payments import PaymentRequest, RefundFailed
-
-ADMIN_TOKEN = "test-admin-token-0123456789"
+from tests.helpers import ADMIN_TOKEN, Store, cart
+from widget_store.config import Settings
+from widget_store.payments import (
+    PaymentGivenBack,
+    PaymentProviderUnavailable,
+    PaymentRequest,
+    ProviderState,
+)
 
 
 def placed_and_decided(store: Store, decision: str | None, address: str = "1 Main St") -> int:
     placed = store.checkout(cart((1, 1), address=address)).json()
     if decision is not None:
-        assert store.choose(placed["payment_id"], decision).status_code == 303
+        assert store.choose(placed["payment_url"], decision).status_code == 303
         store.wait_for(placed["order_id"])
     order_id: int = placed["order_id"]
     return order_id
@@ -105,20 +106,22 @@ def test_a_dispatched_orders_timeline_shows_each_step_with_what_it_logged(store:
     assert result["order_status"] == "DISPATCHED"
     assert result["compensations"] == 0
     names = [row["name"] for row in result["rows"]]
-    assert names[:2] == ["place_order", "register_payment"]
-    later = ["DBOS.recv", "charge_payment", "create_shipment", "mark_paid", "complete_dispatch"]
+    assert names[0] == "place_order"
+    later = ["DBOS.recv", "ship_order", "complete_dispatch"]
     assert [n for n in names if n in later] == later
     rows = rows_by_name(result)
-    assert [e["type"] for e in rows["mark_paid"]["events"]] == [
+    assert [e["type"] for e in rows["ship_order"]["events"]] == [
         "CreateShipment_ok",
         "Dispatch_started",
     ]
+    # The webhook charged the order, no step of the saga: its entry stands on its own.
+    assert rows["ChargePayment_ok"]["kind"] == "event"
     assert [e["type"] for e in rows["complete_dispatch"]["events"]] == [
         "Dispatch_ok",
         "checkout_complete",
     ]
     assert rows["DBOS.recv"]["output"] == "paid"
-    assert rows["create_shipment"]["attempts"] == 1
+    assert rows["ship_order"]["attempts"] == 1
     assert rows["place_order"]["start_ms"] == 0
     assert [e["type"] for e in rows["place_order"]["events"]] == [
         "CreateOrder_ok",
@@ -136,11 +139,14 @@ def test_a_declined_orders_timeline_shows_its_compensations(store: Store) -> Non
     result = timeline(store, order_id)
 
     rows = rows_by_name(result)
-    assert rows["charge_payment"]["output"] == "failed"
-    assert [e["type"] for e in rows["charge_payment"]["events"]] == ["ChargePayment_failed"]
+    assert rows["DBOS.recv"]["output"] == "failed"
+    assert rows["ChargePayment_failed"]["kind"] == "event"
     undone = [row["name"] for row in result["rows"] if row["kind"] == "compensation"]
-    assert undone == ["check_refund", "release_inventory", "cancel_order"]
+    assert undone == ["refund_payment", "release_inventory", "cancel_order"]
     assert result["compensations"] == 3
+    assert [e["detail"] for e in rows["refund_payment"]["events"]] == [
+        "nothing was captured: the payment was declined"
+    ]
     assert [e["type"] for e in rows["release_inventory"]["events"]] == ["ReleaseReservation"]
     assert result["cancel_reason"] == "payment declined"
     assert result["stage"] == "compensated"
@@ -148,7 +154,7 @@ def test_a_declined_orders_timeline_shows_its_compensations(store: Store) -> Non
 
 def test_a_carrier_retry_is_counted_in_the_shipments_attempts(store: Store) -> None:
     order_id = placed_and_decided(store, "pay", address="9 flaky road")
-    assert rows_by_name(timeline(store, order_id))["create_shipment"]["attempts"] == 3
+    assert rows_by_name(timeline(store, order_id))["ship_order"]["attempts"] == 3
 
 
 class RefundsFailThreeTimes:
@@ -158,13 +164,13 @@ class RefundsFailThreeTimes:
         self.refund_calls = 0
 
     async def create_payment(self, request: PaymentRequest) -> str:
-        return f"/provider/pay/{request.payment_id}"
+        return f"/provider/pay/page-of-{request.order_id}"
 
-    async def refund(self, payment_id: str, amount_cents: int, idempotency_key: str) -> str:
+    async def give_back(self, payment_id: str, idempotency_key: str) -> PaymentGivenBack:
         self.refund_calls += 1
         if self.refund_calls <= 3:
-            raise RefundFailed("the provider is busy")
-        return f"refund-{payment_id}"
+            raise PaymentProviderUnavailable("the provider is busy")
+        return PaymentGivenBack(ProviderState.CAPTURED, ProviderState.REFUNDED, "re_1")
 
 
 def test_a_retried_compensation_is_one_row_with_every_attempt_and_its_error(
@@ -180,15 +186,16 @@ def test_a_retried_compensation_is_one_row_with_every_attempt_and_its_error(
         result = timeline(store, placed["order_id"])
 
     rows = rows_by_name(result)
-    assert rows["create_shipment"]["status"] == "failed"
-    assert rows["create_shipment"]["error"].startswith("ShippingRejected: ")
-    refund = rows["request_refund"]
+    assert [e["detail"] for e in rows["ship_order"]["events"]] == [
+        "the carrier cannot deliver to this address"
+    ]
+    refund = rows["refund_payment"]
     # Three failed calls, each retried by the saga after a durable backoff, then success.
     assert refund["attempts"] == 4
-    assert refund["failures"] == ["RefundFailed: the provider is busy"] * 3
+    assert refund["failures"] == ["PaymentProviderUnavailable: the provider is busy"] * 3
     assert refund["status"] == "ok" and refund["error"] is None
-    assert [e["type"] for e in rows["record_refund"]["events"]] == ["RefundPayment"]
-    assert sum(1 for row in result["rows"] if row["name"] == "request_refund") == 1
+    assert [e["detail"] for e in refund["events"]] == ["refunded 1500 cents (re_1)"]
+    assert sum(1 for row in result["rows"] if row["name"] == "refund_payment") == 1
     assert "Traceback" not in str(result)
 
 
@@ -206,18 +213,6 @@ def test_a_waiting_orders_timeline_ends_with_the_wait_in_progress(store: Store) 
 
 def test_an_unknown_orders_timeline_is_404(store: Store) -> None:
     assert store.http.get("/ops/orders/999/timeline").status_code == 404
-
-
-@pytest.fixture
-def production(settings: Settings) -> Iterator[Store]:
-    locked = replace(
-        settings,
-        env=Environment.PRODUCTION,
-        webhook_secret="whsec_production_secret",
-        admin_token=ADMIN_TOKEN,
-    )
-    with Store.running(locked) as store:
-        yield store
 
 
 @pytest.mark.parametrize(

@@ -43,15 +43,18 @@ def test_a_step_committing_mid_read_never_shows_its_event_without_its_status(
                 sa.insert(order_events).values(order_id=order_id, type="checkout_failed", at=now)
             )
 
+    reads = 0
+    cancelled_after_read: int | None = None
+
     async def read_while_cancelling() -> dict[str, Any] | None:
         engine = create_async_engine(settings.database.async_url)
-        reads = 0
 
         def after_first_read(*_: Any) -> None:
-            nonlocal reads
+            nonlocal reads, cancelled_after_read
             reads += 1
             if reads == 1:
                 cancel()  # a step commits between the reader's statements
+                cancelled_after_read = reads
 
         sa.event.listen(engine.sync_engine, "after_cursor_execute", after_first_read)
         try:
@@ -66,5 +69,9 @@ def test_a_step_committing_mid_read_never_shows_its_event_without_its_status(
         writer.dispose()
 
     assert order is not None
-    if "checkout_failed" in [event["type"] for event in order["events"]]:
-        assert order["status"] == "CANCELLED"
+    assert cancelled_after_read == 1 and reads >= 2, "the cancellation fell between two reads"
+    # Each statement sees its own moment (READ COMMITTED; SQLite's driver opens no
+    # transaction for reads). The log was read first, so the status is newer, never older;
+    # read the other way round, this would be (["placed", "checkout_failed"], "PENDING").
+    seen = ([event["type"] for event in order["events"]], order["status"])
+    assert seen == (["placed"], "CANCELLED")

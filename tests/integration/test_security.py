@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers import Store
+from tests.helpers import ADMIN_TOKEN, Store
 from tests.server import widget_store_command
 from widget_store import queries
 from widget_store.app import create_app
 from widget_store.config import DEMO_WEBHOOK_SECRET, ConfigError, Environment, Settings
-
-ADMIN_TOKEN = "test-admin-token-0123456789"
-
-
-@pytest.fixture
-def production(settings: Settings) -> Iterator[Store]:
-    locked = replace(
-        settings,
-        env=Environment.PRODUCTION,
-        webhook_secret="whsec_production_secret",
-        admin_token=ADMIN_TOKEN,
-    )
-    with Store.running(locked) as store:
-        yield store
 
 
 def test_production_refuses_to_build_the_app_with_the_demo_secret(settings: Settings) -> None:

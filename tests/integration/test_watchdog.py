@@ -29,10 +29,10 @@ def test_a_live_checkout_is_left_alone(settings: Settings) -> None:
 
 def test_young_orders_are_not_even_looked_at(store: Store) -> None:
     store.checkout(cart((1, 1)))
-    assert run_watchdog(store) == {"checked": 0, "resumed": [], "resolved": []}
+    assert run_watchdog(store) == {"checked": 0, "resumed": [], "resolved": [], "failed": []}
 
 
-def test_an_order_orphaned_by_a_new_version_is_resumed_and_can_still_be_paid(
+def test_an_order_a_new_version_finds_in_flight_is_taken_over_at_start_up(
     settings: Settings,
 ) -> None:
     with Store.running(replace(settings, app_version="1.0.0")) as old_deployment:
@@ -40,10 +40,36 @@ def test_an_order_orphaned_by_a_new_version_is_resumed_and_can_still_be_paid(
         stock_held = old_deployment.stock()
 
     with Store.running(replace(settings, app_version="1.0.1", stuck_after_s=0)) as new:
+        assert DBOS.get_workflow_status(placed_key(new, placed)).app_version == "1.0.1"
+        assert run_watchdog(new)["resumed"] == [], "nothing left for the watchdog"
+
+        assert new.choose(placed["payment_url"], "pay").status_code == 303
+        order = new.wait_for(placed["order_id"])
+        assert order["status"] == "DISPATCHED"
+        counts = Counter(event["type"] for event in order["events"])
+        assert max(counts.values()) == 1, counts
+        assert new.stock() == stock_held
+
+
+def placed_key(store: Store, placed: dict[str, object]) -> str:
+    key: str = store.scalar(
+        "SELECT checkout_key FROM orders WHERE order_id = :o", o=placed["order_id"]
+    )
+    return key
+
+
+def test_an_order_left_on_a_worker_slot_that_is_gone_is_resumed_by_the_watchdog(
+    settings: Settings,
+) -> None:
+    with Store.running(replace(settings, executor_id="widget-store-5", workers=6)) as old:
+        placed = old.checkout(cart((1, 2))).json()
+        stock_held = old.stock()
+
+    with Store.running(replace(settings, stuck_after_s=0)) as new:
         assert new.order(placed["order_id"])["status"] == "PENDING"
         assert run_watchdog(new)["resumed"] == [placed["order_id"]]
 
-        assert new.choose(placed["payment_id"], "pay").status_code == 303
+        assert new.choose(placed["payment_url"], "pay").status_code == 303
         order = new.wait_for(placed["order_id"])
         assert order["status"] == "DISPATCHED"
         counts = Counter(event["type"] for event in order["events"])
@@ -72,7 +98,7 @@ def test_a_paid_order_whose_workflow_was_cancelled_is_completed(settings: Settin
     with Store.running(replace(settings, stuck_after_s=0, dispatch_s=60)) as store:
         key = new_key()
         placed = store.checkout(cart((1, 1)), key=key).json()
-        store.choose(placed["payment_id"], "pay")
+        store.choose(placed["payment_url"], "pay")
         store.wait_for(placed["order_id"], "PAID")
         DBOS.cancel_workflow(key)
 

@@ -6,8 +6,10 @@ import time
 from typing import Any
 
 import pytest
+from dbos import DBOS
 
-from tests.helpers import Placed, Store, cart
+from tests.helpers import Placed, Store, cart, new_key
+from widget_store.payments import webhook_body
 
 
 def open_checkout(store: Store) -> Placed:
@@ -96,12 +98,27 @@ def test_the_same_event_delivered_twice_has_the_effect_of_one(store: Store) -> N
     order = store.wait_for(placed.order_id)
     assert order["status"] == "DISPATCHED"
     assert store.event_types(placed.order_id).count("ChargePayment_ok") == 1
-    messages = store.scalar(
-        "SELECT count(*) FROM dbos.notifications"
-        if not store.settings.database.is_sqlite
-        else "SELECT count(*) FROM notifications"
+
+
+def messages_for(store: Store, workflow_id: str) -> int:
+    table = "notifications" if store.settings.database.is_sqlite else "dbos.notifications"
+    count: int = store.scalar(
+        f"SELECT count(*) FROM {table} WHERE destination_uuid = :w", w=workflow_id
     )
-    assert messages <= 1, "the second delivery stored no second message"
+    return count
+
+
+def test_a_redelivered_event_wakes_the_checkout_with_one_message_only(store: Store) -> None:
+    key = new_key()
+    reply = store.checkout(cart((1, 1)), key=key).json()
+    total = store.order(reply["order_id"])["total_cents"]
+    DBOS.cancel_workflow(key)  # nobody reads the messages now: they stay to be counted
+
+    for _delivery in range(3):
+        response = store.webhook(reply["payment_id"], "paid", total, event_id="evt_thrice")
+        assert response.status_code == 200
+
+    assert messages_for(store, key) == 1
 
 
 def test_a_second_verdict_for_a_decided_payment_is_409_with_the_order_state(
@@ -140,10 +157,59 @@ def test_the_providers_pay_button_delivers_a_signed_webhook(store: Store) -> Non
     assert page.status_code == 200
     assert "Pay" in page.text and "Decline" in page.text
 
-    response = store.choose(placed.payment_id, "pay")
+    response = store.choose(placed.payment_url, "pay")
 
     assert response.status_code == 303
-    assert response.headers["location"] == f"/order.html?order_id={placed.order_id}"
+    token = store.scalar("SELECT access_token FROM orders WHERE order_id = :o", o=placed.order_id)
+    assert response.headers["location"] == f"/order.html?order_id={placed.order_id}&token={token}"
     assert store.wait_for(placed.order_id)["status"] == "DISPATCHED"
-    again = store.choose(placed.payment_id, "decline")
+    again = store.choose(placed.payment_url, "decline")
     assert again.status_code == 409, "a provider does not decline what it captured"
+
+
+# --- what a captured webhook lets a stranger do: exactly what its body says, no more ------
+
+
+def test_a_signed_body_for_another_payment_is_refused(store: Store) -> None:
+    victim, other = open_checkout(store), open_checkout(store)
+    body = webhook_body("evt_for_other", other.payment_id, "paid", victim.total)
+
+    response = store.webhook(victim.payment_id, "paid", victim.total, body=body)
+
+    assert response.status_code == 400
+    assert "another payment or verdict" in response.json()["detail"]
+    assert_nothing_changed(store, victim)
+    assert_nothing_changed(store, other)
+
+
+def test_a_captured_decline_cannot_be_replayed_as_a_payment(store: Store) -> None:
+    placed = open_checkout(store)
+    decline = webhook_body("evt_decline", placed.payment_id, "failed", placed.total)
+
+    replayed = store.webhook(placed.payment_id, "paid", placed.total, body=decline)
+
+    assert replayed.status_code == 400
+    assert_nothing_changed(store, placed)
+
+
+def test_an_event_seen_for_one_payment_is_refused_for_any_other(store: Store) -> None:
+    first, second = open_checkout(store), open_checkout(store)
+    assert (
+        store.webhook(first.payment_id, "failed", first.total, event_id="evt_1").status_code == 200
+    )
+
+    reused = store.webhook(second.payment_id, "failed", second.total, event_id="evt_1")
+
+    assert reused.status_code == 400
+    assert "already used for another payment" in reused.json()["detail"]
+    assert_nothing_changed(store, second)
+
+
+def test_a_body_that_is_not_utf8_is_a_clear_4xx(store: Store) -> None:
+    placed = open_checkout(store)
+    response = store.webhook(
+        placed.payment_id, "paid", placed.total, body=b'{"event_id": "\xff\xfe"}'
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"]
+    assert_nothing_changed(store, placed)

@@ -37,20 +37,20 @@ def test_orders_survive_kill_9_and_the_crash_button(
     waiting = [shopper.checkout(cart((1, 1), (2, 1))).json() for _ in range(3)]
     dispatching = [shopper.checkout(cart((3, 2))).json() for _ in range(2)]
     for order in dispatching:
-        assert shopper.choose(order["payment_id"], "pay").status_code == 303
+        assert shopper.choose(order["payment_url"], "pay").status_code == 303
         shopper.wait_for(order["order_id"], "PAID")
 
     # Crash one: kill -9 while three orders wait for payment and two are being dispatched.
     server.kill_worker()
 
     pay_now, decline, pay_later = waiting
-    assert shopper.choose(pay_now["payment_id"], "pay").status_code == 303
-    assert shopper.choose(decline["payment_id"], "decline").status_code == 303
+    assert shopper.choose(pay_now["payment_url"], "pay").status_code == 303
+    assert shopper.choose(decline["payment_url"], "decline").status_code == 303
     shopper.wait_for(pay_now["order_id"], "PAID")
 
     # Crash two: the crash button, while one order dispatches and one still waits.
     server.press_crash_button()
-    assert shopper.choose(pay_later["payment_id"], "pay").status_code == 303
+    assert shopper.choose(pay_later["payment_url"], "pay").status_code == 303
 
     final = {
         o["order_id"]: shopper.wait_for(o["order_id"], timeout=60) for o in waiting + dispatching

@@ -34,17 +34,24 @@ async def writer(request: Request) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
+def same_secret(given: str | None, expected: str | None) -> bool:
+    """Constant-time comparison of two secrets, safe for any text a client may send."""
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
+
+
+def has_admin_token(request: Request) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and same_secret(given, settings(request).admin_token)
+
+
 def require_admin(request: Request) -> None:
     """In production, operator actions need `Authorization: Bearer <WIDGET_STORE_ADMIN_TOKEN>`.
 
     The demo leaves them open, so that anyone trying the store can restock it.
     """
-    config = settings(request)
-    if not config.is_production:
-        return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    expected = config.admin_token or ""
-    if scheme.lower() != "bearer" or not expected or not hmac.compare_digest(given, expected):
+    if settings(request).is_production and not has_admin_token(request):
         raise HTTPException(
             401, "this action needs the admin bearer token", {"WWW-Authenticate": "Bearer"}
         )

@@ -18,6 +18,8 @@ from widget_store.domain import (
     DeadLetterNotParked,
     IdempotencyConflict,
     InvalidRequest,
+    InvalidSignature,
+    NotAuthorized,
     OrderNotFound,
     OutOfStock,
     PaymentAmountMismatch,
@@ -25,8 +27,8 @@ from widget_store.domain import (
     PaymentNotFound,
     StoreError,
     UnknownProduct,
+    WebhookMismatch,
 )
-from widget_store.payments import InvalidSignature
 
 log = logging.getLogger("widget_store.api")
 
@@ -38,6 +40,8 @@ STATUS: dict[type[StoreError], int] = {
     DeadLetterNotFound: 404,
     DeadLetterNotParked: 409,
     PaymentAmountMismatch: 400,
+    WebhookMismatch: 400,
+    NotAuthorized: 401,
     OutOfStock: 409,
     IdempotencyConflict: 409,
     CheckoutRejected: 409,
@@ -56,11 +60,29 @@ async def store_error(request: Request, error: Exception) -> JSONResponse:
 async def invalid_input(request: Request, error: Exception) -> JSONResponse:
     """FastAPI's validation errors, with a one-line `detail` like every other error."""
     assert isinstance(error, RequestValidationError)
-    problems = jsonable_encoder(error.errors())
+    # Each problem without the offending input: echoing it back could make the answer
+    # itself unencodable (a lone surrogate, an infinite number, bytes that are not UTF-8).
+    problems = [
+        _printable(
+            jsonable_encoder({k: v for k, v in problem.items() if k in ("type", "loc", "msg")})
+        )
+        for problem in error.errors()
+    ]
     summary = "; ".join(_describe(problem) for problem in problems[:3])
     if len(problems) > 3:
         summary += f"; and {len(problems) - 3} more"
     return JSONResponse({"detail": summary or "invalid input", "errors": problems}, 422)
+
+
+def _printable(value: Any) -> Any:
+    """The value with every string made encodable (a field name may be a lone surrogate)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_printable(item) for item in value]
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    return value
 
 
 def _describe(problem: dict[str, Any]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -55,9 +55,11 @@ class CheckoutIn(Strict):
 
 class CheckoutOut(BaseModel):
     order_id: int
-    payment_id: str
-    payment_url: str | None
+    payment_id: str = Field(description="for the provider's verdict (`widget-store webhook`)")
+    payment_url: str | None = Field(description="the payment page; only while PENDING")
     status: str
+    order_token: str = Field(description="proves you placed the order: reading it needs it")
+    order_url: str = Field(description="the order page, with the token")
 
 
 class OrderItemOut(BaseModel):
@@ -78,7 +80,9 @@ class OrderOut(BaseModel):
     items: list[OrderItemOut]
     total_cents: int
     shipping_address: str
-    payment_id: str
+    payment_url: str | None = Field(
+        None, description="the payment page, shown only to the order's owner while PENDING"
+    )
     payment_verdict: str | None
     payment_deadline: datetime | None
     tracking_number: str | None
@@ -103,7 +107,11 @@ class OrderPageOut(BaseModel):
 
 
 class WebhookIn(Strict):
+    """What a signed webhook authorises: this event, on this payment, with this verdict."""
+
     event_id: Annotated[str, Field(min_length=1, max_length=200)]
+    payment_id: Annotated[str, Field(min_length=1, max_length=64)]
+    status: Literal["paid", "failed"]
     amount_cents: Annotated[int, Field(ge=0, le=2**62, strict=True)]
 
 

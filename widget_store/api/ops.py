@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 from widget_store import queries, timeline
 from widget_store.api.deps import Admin, Reader
 from widget_store.api.models import ErrorOut
+from widget_store.domain import StageFilter
 from widget_store.queries import ops as ops_queries
-from widget_store.queries.ops import StageFilter
 
 router = APIRouter(
     prefix="/ops",

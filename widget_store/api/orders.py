@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from widget_store import checkout, order_watch, queries
-from widget_store.api.deps import Engine, Reader, SettingsDep
+from widget_store import order_watch, queries, service
+from widget_store.api.deps import Admin, Engine, Reader, SettingsDep, has_admin_token, same_secret
 from widget_store.api.models import CheckoutIn, CheckoutOut, ErrorOut, OrderOut, OrderPageOut
-from widget_store.domain import CheckoutRequest, LineItem, UnknownProduct
+from widget_store.domain import (
+    CheckoutRequest,
+    LineItem,
+    NotAuthorized,
+    OrderStatus,
+    UnknownProduct,
+)
 
 router = APIRouter(tags=["orders"])
 
+# The key is the checkout's workflow ID. Internal workflow IDs hold a character this
+# pattern refuses (`~`, `/`, `+`), so no checkout key can take one of them.
 IdempotencyKey = Annotated[
     str,
     Path(
@@ -23,6 +32,10 @@ IdempotencyKey = Annotated[
         pattern=r"^[A-Za-z0-9._:-]+$",
         description="The client's idempotency key: the same key never creates two orders.",
     ),
+]
+OrderToken = Annotated[
+    str | None,
+    Query(max_length=64, description="the order's token, from the checkout's answer"),
 ]
 OrderId = Annotated[int, Path(ge=1, le=2**62)]
 MAX_WAIT_S = 30.0
@@ -41,16 +54,11 @@ async def start_checkout(
     db: Reader,
     cart: Annotated[CheckoutIn | None, Body()] = None,
 ) -> dict[str, Any]:
-    """Create the order and hold its stock; reply with where to pay."""
+    """Create the order and hold its stock; reply with where to pay and how to follow it."""
     request = await _checkout_request(db, cart or CheckoutIn())
     await db.close()  # don't hold a pooled connection while the saga works
-    outcome = await checkout.start_checkout(idempotency_key, request)
-    return {
-        "order_id": outcome.order_id,
-        "payment_id": outcome.payment_id,
-        "payment_url": outcome.payment_url,
-        "status": outcome.status.value,
-    }
+    view = await service.start_checkout(idempotency_key, request)
+    return asdict(view)
 
 
 async def _checkout_request(db: Reader, cart: CheckoutIn) -> CheckoutRequest:
@@ -69,11 +77,17 @@ async def _checkout_request(db: Reader, cart: CheckoutIn) -> CheckoutRequest:
     return request
 
 
-@router.get("/order/{order_id}", response_model=OrderOut, responses={404: {"model": ErrorOut}})
+@router.get(
+    "/order/{order_id}",
+    response_model=OrderOut,
+    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+)
 async def get_order(
     order_id: OrderId,
+    request: Request,
     engine: Engine,
     settings: SettingsDep,
+    token: OrderToken = None,
     after_events: Annotated[
         int | None,
         Query(ge=0, le=10_000, description="long poll: answer once the log is longer than this"),
@@ -82,25 +96,36 @@ async def get_order(
 ) -> dict[str, Any]:
     """An order: status, items, tracking, dispatch progress and its event log.
 
-    With `after_events=n`, the answer waits (up to `wait_s`) until the order's event log
-    holds more than n entries: a page learns of each change at once, without polling.
+    In production it needs the order's `token` (or the admin token). With
+    `after_events=n`, the answer waits (up to `wait_s`) until the order's event log holds
+    more than n entries: a page learns of each change at once, without polling.
     """
     with order_watch.watching(order_id) as news:  # subscribe first: no news slips by
         order = await _read_order(engine, order_id)
-        if after_events is None:
-            return order
-        deadline = time.monotonic() + wait_s
-        recheck_s = order_watch.recheck_s(settings.workers)
-        while len(order["events"]) <= after_events:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            if not await news.next(min(remaining, recheck_s)):
-                async with engine.connect() as conn:  # news from another process?
-                    if await queries.event_count(conn, order_id) <= after_events:
-                        continue
-            order = await _read_order(engine, order_id)
-        return order
+        owner = same_secret(token, order["access_token"]) or has_admin_token(request)
+        if settings.is_production and not owner:
+            raise NotAuthorized("this order can be read only with its token")
+        if after_events is not None:
+            deadline = time.monotonic() + wait_s
+            recheck_s = order_watch.recheck_s(settings.workers)
+            while len(order["events"]) <= after_events:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                if not await news.next(min(remaining, recheck_s)):
+                    async with engine.connect() as conn:  # news from another process?
+                        if await queries.event_count(conn, order_id) <= after_events:
+                            continue
+                order = await _read_order(engine, order_id)
+    return _for_reader(order, owner)
+
+
+def _for_reader(order: dict[str, Any], owner: bool) -> dict[str, Any]:
+    """What a reader may see: the payment page only for the owner of a pending order."""
+    visible = dict(order)
+    if not owner or order["status"] != OrderStatus.PENDING:
+        visible["payment_url"] = None
+    return visible
 
 
 async def _read_order(engine: AsyncEngine, order_id: int) -> dict[str, Any]:
@@ -111,13 +136,18 @@ async def _read_order(engine: AsyncEngine, order_id: int) -> dict[str, Any]:
     return order
 
 
-@router.get("/orders", response_model=OrderPageOut)
+@router.get(
+    "/orders",
+    response_model=OrderPageOut,
+    dependencies=[Admin],
+    responses={401: {"model": ErrorOut, "description": "production, without the admin token"}},
+)
 async def list_orders(
     db: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> dict[str, Any]:
-    """Recent orders, newest first; page with `?before=<next_before>`."""
+    """Recent orders, newest first; page with `?before=<next_before>` (admin in production)."""
     orders = await queries.list_orders(db, limit=limit, before=before)
     next_before = orders[-1]["order_id"] if len(orders) == limit else None
     return {"orders": orders, "next_before": next_before}

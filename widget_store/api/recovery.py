@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from widget_store import dead_letters, queries, watchdog
+from widget_store import queries, service
 from widget_store.api.deps import Admin, Reader
 from widget_store.api.models import ErrorOut
 
@@ -51,17 +51,23 @@ async def retry_dead_letter(
     dead_letter_id: Annotated[int, Path(ge=1, le=2**62)],
 ) -> dict[str, Any]:
     """Try a parked compensation again now."""
-    return await dead_letters.request_retry(dead_letter_id)
+    return await service.retry_dead_letter(dead_letter_id)
 
 
 class WatchdogOut(BaseModel):
     checked: int
     resumed: list[int]
     resolved: list[int]
+    failed: list[int] = Field(description="orders that could not be looked after; next pass")
 
 
 @router.post("/watchdog", response_model=WatchdogOut, responses={401: {"model": ErrorOut}})
 async def run_watchdog() -> dict[str, Any]:
     """Run a watchdog pass now: resume or resolve orders no live workflow drives."""
-    report = await watchdog.run_now()
-    return {"checked": report.checked, "resumed": report.resumed, "resolved": report.resolved}
+    report = await service.run_watchdog()
+    return {
+        "checked": report.checked,
+        "resumed": report.resumed,
+        "resolved": report.resolved,
+        "failed": report.failed,
+    }

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from widget_store import checkout
+from widget_store import service
 from widget_store.api.deps import settings
 from widget_store.api.models import ErrorOut, WebhookIn, WebhookOut
-from widget_store.domain import PaymentVerdict
+from widget_store.domain import PaymentVerdict, WebhookMismatch
 from widget_store.payments import SIGNATURE_HEADER, verify_webhook
 
 router = APIRouter(tags=["payment webhook"])
@@ -49,7 +49,11 @@ async def signed_body(request: Request) -> bytes:
         ],
     },
     responses={
-        400: {"model": ErrorOut, "description": "the amount is not the order's total"},
+        400: {
+            "model": ErrorOut,
+            "description": "the body names another payment or verdict than the path, reuses "
+            "another payment's event, or the amount is not the order's total",
+        },
         401: {"model": ErrorOut, "description": "unsigned, forged or stale"},
         404: {"model": ErrorOut, "description": "unknown payment"},
         409: {"model": ErrorOut, "description": "payment already decided or past its deadline"},
@@ -60,11 +64,17 @@ async def payment_webhook(
     payment_id: Annotated[str, Path(min_length=1, max_length=64)],
     payment_status: PaymentStatus,
 ) -> dict[str, Any]:
-    """The provider's verdict on a payment: `paid` or `failed`."""
+    """The provider's verdict on a payment: `paid` or `failed`.
+
+    The signed body must name the same payment and verdict as the path: a signature
+    authorises exactly what its body says, and nothing else.
+    """
     try:
         payload = WebhookIn.model_validate_json(body)
     except ValidationError as error:
         raise RequestValidationError(error.errors(include_url=False)) from None
-    return await checkout.accept_payment_verdict(
+    if payload.payment_id != payment_id or payload.status != payment_status.value:
+        raise WebhookMismatch("the signed body is about another payment or verdict than the URL")
+    return await service.accept_payment_verdict(
         payment_id, PaymentVerdict(payment_status.value), payload.event_id, payload.amount_cents
     )

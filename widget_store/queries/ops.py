@@ -1,44 +1,22 @@
 """The SQL behind the operations view: counts, a filtered order list, an order's workflow.
 
 Operators think in stages rather than raw statuses: an order that is PENDING may be
-starting, waiting for the shopper's payment, or already being undone. `Stage` names
-them, and `stage_of` and `STAGE_FILTERS` define each stage once, in Python and in SQL.
+starting, waiting for the shopper's payment, or already being undone. The stages are
+domain words (`domain.Stage`, `domain.stage_of`); `STAGE_FILTERS` is each filter in SQL.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 
-from widget_store.domain import OrderStatus, PaymentVerdict
+from widget_store.domain import OrderStatus, PaymentVerdict, StageFilter, stage_of
 from widget_store.queries._base import TERMINAL, Db
 from widget_store.schema import orders
 
 RATIO_WINDOW = timedelta(hours=1)
-
-
-class Stage(StrEnum):
-    """Where an order is in its saga, as an operator names it."""
-
-    STARTING = "starting"  # created, stock not yet held or payment not yet open
-    WAITING_FOR_PAYMENT = "waiting_for_payment"
-    SETTLING = "settling"  # the verdict is in; shipping it, or undoing it
-    DISPATCHING = "dispatching"
-    DISPATCHED = "dispatched"
-    COMPENSATED = "compensated"  # cancelled: every step it took was undone
-
-
-class StageFilter(StrEnum):
-    """The filters the operations view offers: a status, or a stage that matters."""
-
-    PENDING = "pending"
-    WAITING_FOR_PAYMENT = "waiting_for_payment"
-    PAID = "paid"
-    DISPATCHED = "dispatched"
-    COMPENSATED = "compensated"
 
 
 _WAITING = sa.and_(
@@ -52,20 +30,6 @@ STAGE_FILTERS: dict[StageFilter, sa.ColumnElement[bool]] = {
     StageFilter.DISPATCHED: orders.c.status == OrderStatus.DISPATCHED.value,
     StageFilter.COMPENSATED: orders.c.status == OrderStatus.CANCELLED.value,
 }
-
-
-def stage_of(status: str, payment_verdict: str | None) -> Stage:
-    if status == OrderStatus.CANCELLED:
-        return Stage.COMPENSATED
-    if status == OrderStatus.DISPATCHED:
-        return Stage.DISPATCHED
-    if status == OrderStatus.PAID:
-        return Stage.DISPATCHING
-    if payment_verdict is None:
-        return Stage.STARTING
-    if payment_verdict == PaymentVerdict.AWAITING:
-        return Stage.WAITING_FOR_PAYMENT
-    return Stage.SETTLING
 
 
 def _age_s(created_at: datetime, now: datetime) -> float:

@@ -1,39 +1,63 @@
 """The saga's writes to an order, its stock and its event log.
 
-Each write a saga step or compensation makes is a conditional UPDATE or an insert
-keyed by something unique, so running it twice changes nothing the second time. That
-is what makes the steps idempotent, and the WHERE clause of each says how.
+Each write a saga step or compensation makes is a conditional UPDATE on a state column
+or an insert keyed by something unique, so running it twice changes nothing the second
+time. That is what lets a step that committed, then crashed before DBOS checkpointed
+it, simply run again; the WHERE clause of each says how.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from widget_store import order_watch
 from widget_store.domain import (
     LineItem,
     OrderEvent,
     OrderStatus,
+    PaymentState,
     PaymentVerdict,
     PricedLine,
+    Reservation,
     ShortItem,
     shortages,
 )
 from widget_store.queries._base import TERMINAL, Db, changed_one_row, utcnow
-from widget_store.schema import order_events, order_items, orders, products
+from widget_store.schema import order_events, order_items, orders, products, webhook_events
+
+# Log entries that may legitimately repeat in one order's history.
+REPEATABLE_EVENTS = frozenset({OrderEvent.COMPENSATION_PARKED, OrderEvent.COMPENSATION_RETRIED})
 
 
-async def append_event(db: Db, order_id: int, event: OrderEvent, detail: str = "") -> None:
-    order_watch.touched(order_id)
-    await db.execute(
-        sa.insert(order_events).values(
-            order_id=order_id, type=event.value, detail=detail, at=utcnow()
+def _insert_ignoring_duplicates(db: Db, table: sa.Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING, in the dialect of the connection."""
+    bind = db if isinstance(db, AsyncConnection) else db.bind
+    name = bind.dialect.name if bind is not None else "sqlite"
+    dialect = postgresql if name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+async def append_event(db: Db, order_id: int, event: OrderEvent, detail: str = "") -> bool:
+    """Log a change to the order, in the transaction that makes it; once per order.
+
+    The entry's type is its once-key, so a step that runs again logs nothing twice
+    (and the first run's detail stands). Parking and retrying a compensation may
+    happen several times and are logged each time. True if the entry was added.
+    """
+    once_key = None if event in REPEATABLE_EVENTS else event.value
+    result = await db.execute(
+        _insert_ignoring_duplicates(db, order_events).values(
+            order_id=order_id, type=event.value, detail=detail, at=utcnow(), once_key=once_key
         )
     )
+    return bool(cast("sa.CursorResult[Any]", result).rowcount)
 
 
 async def insert_order(
@@ -45,11 +69,16 @@ async def insert_order(
     total_cents: int,
     shipping_address: str,
     payment_id: str,
-) -> int:
-    """Insert a PENDING order with its lines; the checkout key is unique, so only once."""
+    access_token: str,
+) -> tuple[int, bool]:
+    """A PENDING order with its lines, once per checkout key (a unique column).
+
+    Returns the order's ID and whether this call created it: a second run finds the
+    first run's order, with the first run's payment ID and token.
+    """
     now = utcnow()
-    result = await db.execute(
-        sa.insert(orders)
+    created = await db.execute(
+        _insert_ignoring_duplicates(db, orders)
         .values(
             checkout_key=checkout_key,
             fingerprint=fingerprint,
@@ -57,13 +86,19 @@ async def insert_order(
             total_cents=total_cents,
             shipping_address=shipping_address,
             payment_id=payment_id,
-            reservation="none",
+            access_token=access_token,
+            reservation=Reservation.NONE.value,
             created_at=now,
             updated_at=now,
         )
         .returning(orders.c.order_id)
     )
-    order_id: int = result.scalar_one()
+    order_id: int | None = created.scalar_one_or_none()
+    if order_id is None:
+        existing = await db.execute(
+            sa.select(orders.c.order_id).where(orders.c.checkout_key == checkout_key)
+        )
+        return existing.scalar_one(), False
     await db.execute(
         sa.insert(order_items),
         [
@@ -76,7 +111,7 @@ async def insert_order(
             for line in lines
         ],
     )
-    return order_id
+    return order_id, True
 
 
 async def order_lines(db: Db, order_id: int) -> list[LineItem]:
@@ -112,16 +147,17 @@ async def reserve_stock(db: Db, order_id: int) -> list[ShortItem]:
 
     Each decrement is one conditional UPDATE, atomic at READ COMMITTED, so concurrent
     checkouts never oversell. Rows are locked in product order, so two carts sharing
-    products cannot deadlock. Idempotent through the order's `reservation` column.
+    products cannot deadlock. Once per order, through the order's `reservation`
+    column (none -> held, or none -> short); a second run returns the first's answer.
     """
     claimed = await changed_one_row(
         db,
         sa.update(orders)
-        .where(orders.c.order_id == order_id, orders.c.reservation == "none")
-        .values(reservation="held", updated_at=utcnow()),
+        .where(orders.c.order_id == order_id, orders.c.reservation == Reservation.NONE.value)
+        .values(reservation=Reservation.HELD.value, updated_at=utcnow()),
     )
     if not claimed:
-        return []  # already held by an earlier run of this step
+        return await recorded_shortage(db, order_id)
     lines = await order_lines(db, order_id)
     taken: list[LineItem] = []
     for line in lines:
@@ -129,24 +165,46 @@ async def reserve_stock(db: Db, order_id: int) -> list[ShortItem]:
             # Give back what this transaction took; those rows are still locked by us.
             for done in taken:
                 await _adjust_stock(db, done.product_id, done.quantity)
-            await db.execute(
-                sa.update(orders).where(orders.c.order_id == order_id).values(reservation="none")
-            )
             stock = await _stock_of(db, [item.product_id for item in lines])
             # The line that failed was short, even if a release has refilled it since.
             failed = ShortItem(line.product_id, line.quantity, stock.get(line.product_id, 0))
-            return shortages(lines, stock) or [failed]
+            short = shortages(lines, stock) or [failed]
+            await db.execute(
+                sa.update(orders)
+                .where(orders.c.order_id == order_id)
+                .values(
+                    reservation=Reservation.SHORT.value,
+                    short_items=json.dumps([asdict(s) for s in short]),
+                )
+            )
+            return short
         taken.append(line)
     return []
 
 
+async def recorded_shortage(db: Db, order_id: int) -> list[ShortItem]:
+    """The lines an earlier reservation found short (empty if it held the stock)."""
+    result = await db.execute(sa.select(orders).where(orders.c.order_id == order_id))
+    return short_items_of(result.one())
+
+
+def short_items_of(order: Any) -> list[ShortItem]:
+    """The short lines recorded on an order row (empty if it held its stock)."""
+    raw = order.short_items
+    return [ShortItem(**item) for item in json.loads(raw)] if raw else []
+
+
 async def release_stock(db: Db, order_id: int) -> list[LineItem]:
-    """Put the order's held stock back on the shelf, once (held -> released)."""
+    """Put the order's held stock back on the shelf, once (held -> released).
+
+    Returns the lines given back; empty when nothing was held (never held, refused, or
+    released already).
+    """
     released = await changed_one_row(
         db,
         sa.update(orders)
-        .where(orders.c.order_id == order_id, orders.c.reservation == "held")
-        .values(reservation="released", updated_at=utcnow()),
+        .where(orders.c.order_id == order_id, orders.c.reservation == Reservation.HELD.value)
+        .values(reservation=Reservation.RELEASED.value, updated_at=utcnow()),
     )
     if not released:
         return []
@@ -170,14 +228,32 @@ async def open_payment(db: Db, order_id: int, deadline: datetime) -> bool:
     )
 
 
+async def set_payment_url(db: Db, order_id: int, payment_url: str) -> bool:
+    """Record the hosted page the shopper pays on (once)."""
+    return await changed_one_row(
+        db,
+        sa.update(orders)
+        .where(orders.c.order_id == order_id, orders.c.payment_url.is_(None))
+        .values(payment_url=payment_url, updated_at=utcnow()),
+    )
+
+
 async def claim_verdict(
     db: Db, payment_id: str, verdict: PaymentVerdict, event_id: str, now: datetime
 ) -> bool:
     """Record the provider's verdict if the payment is still open and in time.
 
     This single conditional UPDATE is the arbiter between a webhook and the deadline:
-    whichever commits first decides the payment, and the loser changes nothing.
+    whichever commits first decides the payment, and the loser changes nothing. A paid
+    verdict records the capture in the same statement.
     """
+    values: dict[str, Any] = {
+        "payment_verdict": verdict.value,
+        "payment_event_id": event_id,
+        "updated_at": now,
+    }
+    if verdict is PaymentVerdict.PAID:
+        values["payment_state"] = PaymentState.CAPTURED.value
     return await changed_one_row(
         db,
         sa.update(orders)
@@ -186,8 +262,23 @@ async def claim_verdict(
             orders.c.payment_verdict == PaymentVerdict.AWAITING.value,
             orders.c.payment_deadline > now,
         )
-        .values(payment_verdict=verdict.value, payment_event_id=event_id, updated_at=now),
+        .values(**values),
     )
+
+
+async def remember_webhook_event(db: Db, event_id: str, payment_id: str, now: datetime) -> str:
+    """Note which payment a webhook event is about; returns the payment it was first
+    seen for (this one, unless the event ID was already used for another)."""
+    await db.execute(
+        _insert_ignoring_duplicates(db, webhook_events).values(
+            event_id=event_id, payment_id=payment_id, received_at=now
+        )
+    )
+    result = await db.execute(
+        sa.select(webhook_events.c.payment_id).where(webhook_events.c.event_id == event_id)
+    )
+    first: str = result.scalar_one()
+    return first
 
 
 async def close_verdict(db: Db, order_id: int) -> PaymentVerdict:
@@ -206,13 +297,17 @@ async def close_verdict(db: Db, order_id: int) -> PaymentVerdict:
     return PaymentVerdict(result.scalar_one())
 
 
-async def set_payment_state(db: Db, order_id: int, *, old: str | None, new: str) -> bool:
-    """Move the money's state (None -> captured -> refunded), once."""
+async def set_payment_state(db: Db, order_id: int, *, old: Sequence[str | None], new: str) -> bool:
+    """Move the money's state from one of `old` to `new`, once."""
     state = orders.c.payment_state
+    allowed = [value for value in old if value is not None]
+    condition: sa.ColumnElement[bool] = state.in_(allowed)
+    if None in old:
+        condition = sa.or_(state.is_(None), condition)
     return await changed_one_row(
         db,
         sa.update(orders)
-        .where(orders.c.order_id == order_id, state.is_(None) if old is None else state == old)
+        .where(orders.c.order_id == order_id, condition)
         .values(payment_state=new, updated_at=utcnow()),
     )
 
@@ -250,14 +345,3 @@ async def payment_of(db: Db, order_id: int) -> tuple[str | None, str | None]:
     )
     row = result.one()
     return row.payment_verdict, row.payment_state
-
-
-async def mark_refunded(db: Db, order_id: int) -> bool:
-    """Record the refund once, whether or not the capture itself was recorded first."""
-    state = orders.c.payment_state
-    return await changed_one_row(
-        db,
-        sa.update(orders)
-        .where(orders.c.order_id == order_id, sa.or_(state.is_(None), state == "captured"))
-        .values(payment_state="refunded", updated_at=utcnow()),
-    )

@@ -17,6 +17,11 @@ async def order_by_payment(db: Db, payment_id: str) -> Any:
     return result.first()
 
 
+async def order_by_id(db: Db, order_id: int) -> Any:
+    result = await db.execute(sa.select(orders).where(orders.c.order_id == order_id))
+    return result.first()
+
+
 async def order_by_key(db: Db, checkout_key: str) -> Any:
     result = await db.execute(sa.select(orders).where(orders.c.checkout_key == checkout_key))
     return result.first()
@@ -68,7 +73,8 @@ async def order_details(db: Db, order_id: int) -> dict[str, Any] | None:
         ],
         "total_cents": row.total_cents,
         "shipping_address": row.shipping_address,
-        "payment_id": row.payment_id,
+        "payment_url": row.payment_url,
+        "access_token": row.access_token,
         "payment_verdict": row.payment_verdict,
         "payment_deadline": row.payment_deadline,
         "tracking_number": row.tracking_number,

@@ -1,0 +1,48 @@
+"""What a purchase costs in DBOS operations, counted from DBOS's own tables."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dbos import DBOS
+
+from tests.helpers import Store, cart, eventually, new_key
+from widget_store.config import Settings
+
+TARGET = 10  # at most this many durable operations per paid purchase (issue 10)
+
+
+def test_a_paid_purchase_costs_nine_durable_operations(settings: Settings) -> None:
+    with Store.running(replace(settings, dispatch_s=0.2)) as store:
+        key = new_key()
+        placed = store.checkout(cart((1, 1)), key=key).json()
+        total = store.order(placed["order_id"])["total_cents"]
+        assert store.webhook(placed["payment_id"], "paid", total).status_code == 200
+        store.wait_for(placed["order_id"], "DISPATCHED")
+        eventually(lambda: DBOS.get_workflow_status(key), lambda s: s and s.status == "SUCCESS")
+        steps = [step["function_name"] for step in DBOS.list_workflow_steps(key)]
+
+    # recv keeps its deadline as a durable timer of its own (the DBOS.sleep after it).
+    assert steps == [
+        "place_order",
+        "DBOS.recv",
+        "DBOS.sleep",
+        "ship_order",
+        "DBOS.sleep",
+        "complete_dispatch",
+    ]
+    start, completion, webhook_send = 1, 1, 1
+    operations = start + len(steps) + webhook_send + completion
+    assert operations == 9 <= TARGET
+
+
+def test_a_purchase_whose_dispatch_takes_no_time_skips_the_sleep(settings: Settings) -> None:
+    with Store.running(replace(settings, dispatch_s=0.0)) as store:
+        key = new_key()
+        placed = store.checkout(cart((1, 1)), key=key).json()
+        total = store.order(placed["order_id"])["total_cents"]
+        store.webhook(placed["payment_id"], "paid", total)
+        store.wait_for(placed["order_id"], "DISPATCHED")
+        steps = [step["function_name"] for step in DBOS.list_workflow_steps(key)]
+
+    assert steps.count("DBOS.sleep") == 1, steps  # only the payment deadline's timer

@@ -1,0 +1,194 @@
+"""What the HTTP routes call: start or find a checkout, accept a verdict, retry, watchdog.
+
+The routes parse and authorise; these functions talk to the saga (`checkout.py`) and
+read the order row, which is the one truth a checkout's answer is made from.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from dbos import DBOS, SetWorkflowID, error
+
+from widget_store import order_watch, queries
+from widget_store.checkout import checkout_workflow
+from widget_store.checkpoints import Topic
+from widget_store.domain import (
+    CheckoutRejected,
+    CheckoutRequest,
+    CheckoutStillStarting,
+    DeadLetterNotFound,
+    DeadLetterNotParked,
+    IdempotencyConflict,
+    OrderEvent,
+    OrderStatus,
+    OutOfStock,
+    PaymentAmountMismatch,
+    PaymentClosed,
+    PaymentNotFound,
+    PaymentVerdict,
+    Reservation,
+    WebhookMismatch,
+    reason_for,
+)
+from widget_store.durability import ACTIVE, services
+from widget_store.steps import order_url
+from widget_store.watchdog import WatchdogReport, watchdog_workflow
+
+CHECKOUT_REPLY_TIMEOUT_S = 30.0
+# How often a checkout request looks at the database while it waits for its order:
+# announcements wake it at once when this process runs the workflow; this covers a
+# workflow recovered by another process.
+CHECKOUT_RECHECK_S = 0.25
+
+
+@dataclass(frozen=True)
+class CheckoutView:
+    """A checkout's answer to its owner: the order, where to pay, how to follow it."""
+
+    order_id: int
+    payment_id: str
+    payment_url: str | None
+    status: str
+    order_token: str
+    order_url: str
+
+
+def _placed(order: Any) -> bool:
+    """The order has got as far as its answer: the payment page, or its end (a refusal
+    for want of stock is answered once the saga has cancelled the order)."""
+    if OrderStatus(order.status).is_terminal:
+        return True
+    return order.payment_url is not None and order.reservation != Reservation.SHORT
+
+
+async def start_checkout(checkout_key: str, request: CheckoutRequest) -> CheckoutView:
+    """Start (or find) the checkout for this key; answer once stock is held or refused."""
+    engine = services().engine
+    deadline = time.monotonic() + CHECKOUT_REPLY_TIMEOUT_S
+    with order_watch.watching(checkout_key) as news:  # subscribe first: no news slips by
+        try:
+            with SetWorkflowID(checkout_key):
+                await DBOS.start_workflow_async(checkout_workflow, request)
+        except error.DBOSConflictingWorkflowError:
+            pass  # an earlier version's checkout under this key: its order answers
+        while True:
+            async with engine.connect() as conn:
+                order = await queries.order_by_key(conn, checkout_key)
+            if order is not None and _placed(order):
+                break
+            if order is None and await _ended(checkout_key):
+                raise CheckoutRejected("the checkout was refused before an order was created")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CheckoutStillStarting(
+                    "the checkout is still starting; retry with the same idempotency key"
+                )
+            await news.next(min(remaining, CHECKOUT_RECHECK_S))
+    return _answer(order, request)
+
+
+async def _ended(checkout_key: str) -> bool:
+    status = await DBOS.get_workflow_status_async(checkout_key)
+    return status is None or status.status not in ACTIVE
+
+
+def _answer(order: Any, request: CheckoutRequest) -> CheckoutView:
+    if order.fingerprint != request.fingerprint():
+        raise IdempotencyConflict(
+            "this idempotency key was used for a different checkout request",
+            order_id=order.order_id,
+        )
+    short = queries.short_items_of(order)
+    if short:
+        raise OutOfStock(order.order_id, short)
+    if order.status == OrderStatus.CANCELLED and order.payment_verdict is None:
+        raise CheckoutRejected(
+            f"the checkout was refused: {order.cancel_reason}", order_id=order.order_id
+        )
+    return CheckoutView(
+        order_id=order.order_id,
+        payment_id=order.payment_id,
+        # Only an order still waiting for its payment offers the page to pay on.
+        payment_url=order.payment_url if order.status == OrderStatus.PENDING else None,
+        status=order.status,
+        order_token=order.access_token or "",
+        order_url=order_url(order.order_id, order.access_token or ""),
+    )
+
+
+async def accept_payment_verdict(
+    payment_id: str, verdict: PaymentVerdict, event_id: str, amount_cents: int
+) -> dict[str, Any]:
+    """Apply the provider's webhook: decide the payment once, then wake the workflow.
+
+    The verdict (and, if paid, the capture) is written to the order row by a conditional
+    UPDATE before the message is sent, so a crash in between loses nothing: the
+    workflow finds the verdict in the row at its deadline at the latest, and the
+    provider's retry of the same event re-sends the message under the same key.
+    """
+    now = datetime.now(UTC)
+    async with services().writer.begin() as conn:
+        order = await queries.order_by_payment(conn, payment_id)
+        if order is None:
+            raise PaymentNotFound(f"unknown payment {payment_id}")
+        if await queries.remember_webhook_event(conn, event_id, payment_id, now) != payment_id:
+            raise WebhookMismatch("this event ID was already used for another payment")
+        if amount_cents != order.total_cents:
+            raise PaymentAmountMismatch(
+                f"amount {amount_cents} does not match the order total {order.total_cents}"
+            )
+        claimed = await queries.claim_verdict(conn, payment_id, verdict, event_id, now)
+        if claimed:
+            event = (
+                OrderEvent.CHARGED if verdict is PaymentVerdict.PAID else OrderEvent.CHARGE_FAILED
+            )
+            detail = "" if verdict is PaymentVerdict.PAID else reason_for(verdict).value
+            await queries.append_event(conn, order.order_id, event, detail)
+        else:
+            current = await queries.order_by_payment(conn, payment_id)
+            repeated = (
+                current.payment_event_id == event_id and current.payment_verdict == verdict.value
+            )
+            if not repeated:
+                raise PaymentClosed(_closed_message(current), order=queries.order_state(current))
+    order_watch.announce(order.order_id)
+    await DBOS.send_async(
+        order.checkout_key, verdict.value, Topic.PAYMENT, idempotency_key=event_id
+    )
+    return {"order_id": order.order_id, "status": verdict.value}
+
+
+def _closed_message(order: Any) -> str:
+    if order.payment_verdict in (None, ""):
+        return "this order is not waiting for a payment"
+    if order.payment_verdict != PaymentVerdict.AWAITING.value:
+        return f"the payment was already decided: {order.payment_verdict}"
+    return "the payment deadline has passed"
+
+
+async def retry_dead_letter(dead_letter_id: int) -> dict[str, Any]:
+    """An operator asks for a parked compensation to be tried again now."""
+    async with services().engine.connect() as conn:
+        row = await queries.dead_letter(conn, dead_letter_id)
+    if row is None:
+        raise DeadLetterNotFound(f"unknown dead letter {dead_letter_id}")
+    if row.status != "parked":
+        raise DeadLetterNotParked(f"dead letter {dead_letter_id} is {row.status}, not parked")
+    await DBOS.send_async(
+        row.workflow_id,
+        "retry",
+        Topic.COMPENSATION_RETRY,
+        idempotency_key=f"retry-{dead_letter_id}-{row.attempts}",
+    )
+    return {"dead_letter_id": dead_letter_id, "status": "retry requested"}
+
+
+async def run_watchdog() -> WatchdogReport:
+    """A watchdog pass now, for the operations API."""
+    handle = await DBOS.start_workflow_async(watchdog_workflow, datetime.now(UTC), None)
+    report: WatchdogReport = await handle.get_result()
+    return report

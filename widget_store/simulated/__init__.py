@@ -1,0 +1,6 @@
+"""The demo's outside world: a payment provider and a carrier, each behind its port.
+
+Only `create_app` chooses these; nothing in the saga imports them. They keep their own
+tables in the store's database because the demo has one database, not because the
+store may read them.
+"""
