@@ -40,6 +40,8 @@ STORE_TABLES = [
     "orders",
     "provider_payments",
     "carrier_shipments",
+    "outbox",
+    "outbox_sequences",
 ]
 
 
@@ -146,6 +148,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite:///{path}"
     postgres: PostgresDatabase = request.getfixturevalue("postgres")
+    postgres.reset()
+    return postgres.url
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresDatabase) -> str:
+    """A clean, migrated, seeded database on PostgreSQL only (for tests of its locks)."""
     postgres.reset()
     return postgres.url
 
