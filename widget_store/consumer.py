@@ -189,7 +189,7 @@ class OrderProjector:
             while not stop.is_set():
                 try:
                     messages = await subscription.fetch(FETCH_BATCH, timeout=1.0)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises its own and asyncio's: both are this
                     continue  # nothing new this second
                 except nats.errors.Error as error:  # the broker is away; nats-py reconnects
                     log.warning("fetch failed: %s", error)
