@@ -1,4 +1,4 @@
-"""A private NATS server with JetStream for the broker tests, and looks at its stream.
+"""For the broker tests: a private NATS server, the outbox, the stream, the projection.
 
 Each test gets its own `nats-server` on a free port with its store in a temp dir, so it
 can be stopped and killed without touching the machine's shared server.
@@ -12,17 +12,27 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import nats
+import sqlalchemy as sa
 from nats.js.api import Header
 from nats.js.errors import NotFoundError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.server import free_port
-from widget_store.events import Event, decode
-from widget_store.jetstream import STREAM
+from widget_store import queries
+from widget_store.config import Database
+from widget_store.consumer import order_projection, projection_metadata
+from widget_store.events import Aggregate, Event, decode
+from widget_store.jetstream import STREAM, JetStreamBroker
+from widget_store.relay import Relay
 
 DEFAULT_BINARY = Path("/usr/sbin/nats-server")
 
@@ -124,3 +134,118 @@ async def eventually(
 
 async def _truth(value: bool | Awaitable[bool]) -> bool:
     return await value if inspect.isawaitable(value) else bool(value)
+
+
+# --- the outbox side -----------------------------------------------------------------
+
+# An order's life as the saga logs it, dispatched at the end.
+LIFE = [
+    "CreateOrder_ok",
+    "ReserveInventory_ok",
+    "OpenPayment_ok",
+    "ChargePayment_ok",
+    "CreateShipment_ok",
+    "Dispatch_started",
+    "Dispatch_ok",
+    "checkout_complete",
+]
+
+
+def async_url(database_url: str) -> str:
+    return Database.parse(database_url).async_url
+
+
+@asynccontextmanager
+async def store_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(async_url(database_url))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def write_events(engine: AsyncEngine, orders: range, steps: list[str]) -> list[str]:
+    """Each order's steps, interleaved across orders, one transaction per event."""
+    ids = []
+    for step in steps:
+        for order_id in orders:
+            async with engine.begin() as conn:
+                event_id = await queries.add_event(
+                    conn, order_id=order_id, type=step, payload={"step": step}, at=queries.utcnow()
+                )
+            ids.append(event_id)
+    return ids
+
+
+async def unsent(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return (await queries.outbox_lag(conn, queries.utcnow())).unsent
+
+
+def relay_for(database_url: str, nats_url: str, name: str = "relay-test", **kw: float) -> Relay:
+    return Relay(
+        async_url(database_url),
+        lambda: JetStreamBroker.connect(nats_url, name=name),
+        name=name,
+        poll_s=kw.pop("poll_s", 0.05),
+        takeover_s=kw.pop("takeover_s", 0.2),
+    )
+
+
+@asynccontextmanager
+async def running(relay: Relay) -> AsyncIterator[Relay]:
+    task = asyncio.create_task(relay.run())
+    try:
+        yield relay
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
+
+
+async def drained(engine: AsyncEngine, timeout: float = 20.0) -> None:
+    async def done() -> bool:
+        return await unsent(engine) == 0
+
+    await eventually(done, timeout=timeout, what="the outbox to drain")
+
+
+# --- the consumer side ----------------------------------------------------------------
+
+CANCELLED_LIFE = ["CreateOrder_ok", "ReserveInventory_failed", "CancelOrder", "checkout_failed"]
+
+
+def event(order_id: int, seq: int, type: str, **payload: Any) -> Event:
+    return Event(
+        event_id=str(uuid.uuid4()),
+        aggregate=Aggregate.ORDER,
+        aggregate_id=order_id,
+        seq=seq,
+        type=type,
+        at=datetime.now(UTC),
+        payload=payload,
+    )
+
+
+def lives(orders: dict[int, Sequence[str]]) -> list[Event]:
+    """Each order's events numbered 1, 2, ..., interleaved across orders."""
+    numbered = {o: [event(o, n, t) for n, t in enumerate(types, 1)] for o, types in orders.items()}
+    longest = max(len(events) for events in numbered.values())
+    return [e[i] for i in range(longest) for e in numbered.values() if i < len(e)]
+
+
+@asynccontextmanager
+async def projection(path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    async with engine.begin() as conn:
+        await conn.run_sync(projection_metadata.create_all)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def rows(engine: AsyncEngine) -> dict[int, tuple[str | None, int, int]]:
+    """order ID -> (status, events applied, last sequence)."""
+    async with engine.connect() as conn:
+        result = await conn.execute(sa.select(order_projection))
+        return {row.order_id: (row.status, row.events, row.last_seq) for row in result}

@@ -7,8 +7,9 @@ WIDGET_STORE_REQUIRE_POSTGRES=1, which turns a missing URL into an error instead
 Browser tests (tests/browser/) need Debian's Chromium at /usr/bin/chromium, the same way:
 skipped without it, an error when WIDGET_STORE_REQUIRE_BROWSER is set (CI sets it).
 
-Broker tests (tests/test_outbox_*.py) start a private `nats-server -js` each: skipped
-without the binary, a failure when WIDGET_STORE_REQUIRE_BROKER is set (CI sets it).
+Broker tests (those taking `nats_server`, marked `broker`) start a private
+`nats-server -js` each: skipped without the binary, a failure when
+WIDGET_STORE_REQUIRE_BROKER is set (CI sets it).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         layer = item.path.relative_to(tests_dir).parts[0]
         for marker in LAYER_MARKERS.get(layer, ()):
             item.add_marker(marker)
+        if "nats_server" in getattr(item, "fixturenames", ()):
+            item.add_marker("broker")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -15,12 +15,12 @@ import asyncio
 import logging
 import os
 import signal
+from typing import Any
 
-from nats.aio.msg import Msg
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from widget_store.consumer import OrderProjector
-from widget_store.events import decode
+from widget_store.consumer import OrderProjector, Outcome
+from widget_store.events import Event, decode
 from widget_store.jetstream import JetStreamBroker
 from widget_store.relay import Broker, Relay
 
@@ -49,19 +49,19 @@ class DiesAfterAcks:
 
 
 class DiesAfterCommits(OrderProjector):
-    """A projector that dies between a committed write and its message's ack."""
+    """A projector that dies right after a write committed, before `handle` acks it."""
 
-    def __init__(self, *args: object, commits: int, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, commits: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._left = commits
 
-    async def handle(self, message: Msg) -> None:
-        await self.apply(decode(message.data))
+    async def apply(self, event: Event) -> Outcome:
+        outcome = await super().apply(event)
         self._left -= 1
         if self._left == 0:
-            print("committed; dying before the ack", flush=True)
+            print(f"committed {event.event_id}; dying before the ack", flush=True)
             die()
-        await message.ack()
+        return outcome
 
 
 async def relay(database_url: str, nats_url: str, name: str, acks: int | None) -> None:

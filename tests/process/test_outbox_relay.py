@@ -7,89 +7,30 @@ import signal
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tests.broker import NatsServer, StreamMessage, eventually, stream_messages
-from widget_store import queries
-from widget_store.config import PROJECT_ROOT, Database
+from tests.broker import (
+    LIFE,
+    NatsServer,
+    StreamMessage,
+    async_url,
+    drained,
+    eventually,
+    relay_for,
+    running,
+    store_engine,
+    stream_messages,
+    unsent,
+    write_events,
+)
+from widget_store.config import PROJECT_ROOT
 from widget_store.jetstream import JetStreamBroker
-from widget_store.relay import Relay
-
-# An order's life as the saga logs it, dispatched at the end.
-LIFE = [
-    "CreateOrder_ok",
-    "ReserveInventory_ok",
-    "OpenPayment_ok",
-    "ChargePayment_ok",
-    "CreateShipment_ok",
-    "Dispatch_started",
-    "Dispatch_ok",
-    "checkout_complete",
-]
-
-
-def async_url(database_url: str) -> str:
-    return Database.parse(database_url).async_url
-
-
-@asynccontextmanager
-async def store_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(async_url(database_url))
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-async def write_events(engine: AsyncEngine, orders: range, steps: list[str]) -> list[str]:
-    """Each order's steps, interleaved across orders, one transaction per event."""
-    ids = []
-    for step in steps:
-        for order_id in orders:
-            async with engine.begin() as conn:
-                event_id = await queries.add_event(
-                    conn, order_id=order_id, type=step, payload={"step": step}, at=queries.utcnow()
-                )
-            ids.append(event_id)
-    return ids
-
-
-async def unsent(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        return (await queries.outbox_lag(conn, queries.utcnow())).unsent
-
-
-def relay_for(database_url: str, nats_url: str, name: str = "relay-test", **kw: float) -> Relay:
-    return Relay(
-        async_url(database_url),
-        lambda: JetStreamBroker.connect(nats_url, name=name),
-        name=name,
-        poll_s=kw.pop("poll_s", 0.05),
-        takeover_s=kw.pop("takeover_s", 0.2),
-    )
-
-
-@asynccontextmanager
-async def running(relay: Relay) -> AsyncIterator[Relay]:
-    task = asyncio.create_task(relay.run())
-    try:
-        yield relay
-    finally:
-        task.cancel()
-        await asyncio.wait([task])
-
-
-async def drained(engine: AsyncEngine, timeout: float = 20.0) -> None:
-    async def done() -> bool:
-        return await unsent(engine) == 0
-
-    await eventually(done, timeout=timeout, what="the outbox to drain")
+from widget_store.relay import Broker, Relay
 
 
 def assert_each_event_once_in_order(messages: list[StreamMessage], event_ids: list[str]) -> None:
@@ -133,6 +74,46 @@ def test_the_relay_publishes_each_orders_events_in_order_with_the_event_id_as_ms
             assert [m.event.event_id for m in messages] == event_ids  # oldest first, too
             assert (relay.published, relay.duplicates) == (len(event_ids), 0)
             assert messages[0].event.payload == {"step": "CreateOrder_ok"}
+
+    asyncio.run(scenario())
+
+
+class RefusesFirstOffer:
+    """A broker that refuses one event the first time it is offered, and only then."""
+
+    def __init__(self, broker: Broker, event_id: str, refused: list[str]) -> None:
+        self._broker = broker
+        self._event_id = event_id
+        self._refused = refused  # shared: the relay reconnects after a failure
+
+    async def publish(self, subject: str, payload: bytes, *, key: str, dedup_id: str) -> bool:
+        if dedup_id == self._event_id and not self._refused:
+            self._refused.append(dedup_id)
+            raise TimeoutError("no ack this time")
+        return await self._broker.publish(subject, payload, key=key, dedup_id=dedup_id)
+
+    async def close(self) -> None:
+        await self._broker.close()
+
+
+def test_a_refused_publish_holds_back_the_later_events_of_its_order(
+    database_url: str, nats_server: NatsServer
+) -> None:
+    async def scenario() -> None:
+        async with store_engine(database_url) as engine:
+            event_ids = await write_events(engine, range(1, 3), LIFE[:4])
+            second_of_order_1 = event_ids[2]  # interleaved: 1#1, 2#1, 1#2, 2#2, ...
+            refused: list[str] = []
+
+            async def connect() -> Broker:
+                broker = await JetStreamBroker.connect(nats_server.url)
+                return RefusesFirstOffer(broker, second_of_order_1, refused)
+
+            relay = Relay(async_url(database_url), connect, poll_s=0.05, takeover_s=0.2)
+            async with running(relay):
+                await drained(engine)
+            assert refused == [second_of_order_1]
+        assert_each_event_once_in_order(await stream_messages(nats_server.url), event_ids)
 
     asyncio.run(scenario())
 
