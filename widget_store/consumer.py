@@ -81,7 +81,7 @@ class Outcome(StrEnum):
 def status_after(event: Event) -> OrderStatus | None:
     """The order's status after this event, if the event changes it."""
     said = event.payload.get("status")
-    if said in set(OrderStatus):
+    if isinstance(said, str) and said in {status.value for status in OrderStatus}:
         return OrderStatus(said)
     return STATUS_AFTER.get(event.type)
 
@@ -216,7 +216,11 @@ class OrderProjector:
             await message.nak(delay=EARLY_RETRY_S)
             return
         if outcome is Outcome.EARLY:
+            # Its predecessor is still on its way (a redelivery after a crash comes after
+            # newer messages). If it never comes, the projection was reset while this
+            # durable consumer kept its place: start over under a new --durable name.
             self.tally.early += 1
+            log.info("order %s #%s came early; retrying it", event.aggregate_id, event.seq)
             await message.nak(delay=EARLY_RETRY_S)
             return
         await message.ack()  # only now: the write above has committed
