@@ -94,7 +94,7 @@ async def apply_event(conn: AsyncConnection, event: Event) -> Outcome:
     """
     now = datetime.now(UTC)
     status = status_after(event)
-    last = order_projection.c
+    row = order_projection.c
     if event.seq == 1:
         if await _last_seq(conn, event.aggregate_id) is not None:
             return Outcome.DUPLICATE
@@ -108,10 +108,10 @@ async def apply_event(conn: AsyncConnection, event: Event) -> Outcome:
                 last_type=event.type,
                 updated_at=now,
             )
-        )  # a concurrent twin fails here on the primary key and is redelivered
+        )  # a concurrent twin fails here on the primary key; redelivered, it is a duplicate
         return Outcome.APPLIED
     changes: dict[str, object] = {
-        "events": last.events + 1,
+        "events": row.events + 1,
         "last_seq": event.seq,
         "last_event_id": event.event_id,
         "last_type": event.type,
@@ -121,7 +121,7 @@ async def apply_event(conn: AsyncConnection, event: Event) -> Outcome:
         changes["status"] = status
     result = await conn.execute(
         sa.update(order_projection)
-        .where(last.order_id == event.aggregate_id, last.last_seq == event.seq - 1)
+        .where(row.order_id == event.aggregate_id, row.last_seq == event.seq - 1)
         .values(changes)
     )
     if getattr(result, "rowcount", 0) == 1:

@@ -101,9 +101,9 @@ class Relay:
                         await self._wait_for_lead(conn)
                         await self._relay(conn)
                 except (sa.exc.DBAPIError, OSError) as error:
-                    # The session is gone, and the lock with it: maybe another relay
-                    # leads now. Stand by on a new session.
-                    log.warning("%s: database session lost (%s); standing by", self.name, error)
+                    # Most likely the session is gone, and the lock with it: another relay
+                    # may lead now. Start over on a new session, waiting for the lead.
+                    log.warning("%s: database error (%s); starting over", self.name, error)
                 except Exception:
                     log.exception("%s: relay failed; restarting it", self.name)
                 self.is_leader = False
