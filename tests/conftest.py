@@ -6,6 +6,10 @@ WIDGET_STORE_REQUIRE_POSTGRES=1, which turns a missing URL into an error instead
 
 Browser tests (tests/browser/) need Debian's Chromium at /usr/bin/chromium, the same way:
 skipped without it, an error when WIDGET_STORE_REQUIRE_BROWSER is set (CI sets it).
+
+Broker tests (those taking `nats_server`, marked `broker`) start a private
+`nats-server -js` each: skipped without the binary, a failure when
+WIDGET_STORE_REQUIRE_BROKER is set (CI sets it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 from dbos import DBOS
 
+from tests.broker import NatsServer, nats_server_binary
 from tests.helpers import Store
 from widget_store.config import Database, Settings
 from widget_store.migrate import migrate
@@ -29,6 +34,7 @@ from widget_store.schema import products
 PG_URL_VARIABLE = "WIDGET_STORE_TEST_DATABASE_URL"
 REQUIRE_PG_VARIABLE = "WIDGET_STORE_REQUIRE_POSTGRES"
 REQUIRE_BROWSER_VARIABLE = "WIDGET_STORE_REQUIRE_BROWSER"
+REQUIRE_BROKER_VARIABLE = "WIDGET_STORE_REQUIRE_BROKER"
 # Where the screenshots test writes: docs/screenshots/ when set, else test-artifacts/.
 UPDATE_SCREENSHOTS_VARIABLE = "WIDGET_STORE_UPDATE_SCREENSHOTS"
 # Debian's Chromium, driven by Playwright (whose own browser download cannot work here).
@@ -40,6 +46,9 @@ STORE_TABLES = [
     "orders",
     "provider_payments",
     "carrier_shipments",
+    "outbox",
+    "outbox_sequences",
+    "webhook_events",
 ]
 
 
@@ -59,6 +68,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         layer = item.path.relative_to(tests_dir).parts[0]
         for marker in LAYER_MARKERS.get(layer, ()):
             item.add_marker(marker)
+        if "nats_server" in getattr(item, "fixturenames", ()):
+            item.add_marker("broker")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -151,6 +162,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def postgres_url(postgres: PostgresDatabase) -> str:
+    """A clean, migrated, seeded database on PostgreSQL only (for tests of its locks)."""
+    postgres.reset()
+    return postgres.url
+
+
+@pytest.fixture
 def settings(database_url: str) -> Settings:
     return make_settings(database_url)
 
@@ -170,3 +188,20 @@ def postgres_server_binaries() -> None:
     if os.environ.get("WIDGET_STORE_REQUIRE_POSTGRES"):
         pytest.fail("this test needs PostgreSQL's server binaries (initdb, pg_ctl)")
     pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A private NATS server with JetStream on a free port, its store in tmp_path."""
+    binary = nats_server_binary()
+    if binary is None:
+        message = "nats-server is not installed (apt-get install nats-server)"
+        if os.environ.get(REQUIRE_BROKER_VARIABLE):
+            pytest.fail(f"{REQUIRE_BROKER_VARIABLE} is set, so broker tests must run: {message}")
+        pytest.skip(message)
+    server = NatsServer(binary, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -16,9 +16,11 @@ from widget_store.api import COMMON_ERRORS, api_router
 from widget_store.api import faults as faults_api
 from widget_store.api.errors import install_error_handlers
 from widget_store.config import Settings
+from widget_store.jetstream import JetStreamBroker
 from widget_store.legacy import v1 as legacy_v1
 from widget_store.middleware import BodySizeLimit, SecurityHeaders
 from widget_store.payments import PaymentProvider
+from widget_store.relay import Relay
 from widget_store.shipping import ShippingService
 from widget_store.simulated.carrier import SimulatedCarrier
 from widget_store.simulated.provider import SimulatedPaymentProvider
@@ -82,11 +84,17 @@ def create_app(
             asyncio.create_task(durability.slow_down_after_recovery(queue)),
             asyncio.create_task(provider.keep_redelivering()),
         ]
+        relay = _outbox_relay(settings)
+        relaying = asyncio.create_task(relay.run()) if relay else None
         try:
             yield
         finally:
             for task in background:
                 task.cancel()
+            if relaying is not None:
+                relaying.cancel()
+                # Let it close its session, which hands the lead to another process now.
+                await asyncio.wait([relaying], timeout=5)
             DBOS.destroy()
             await engine.dispose()
 
@@ -118,3 +126,20 @@ def create_app(
         )
     mount_web(app)
     return app
+
+
+def _outbox_relay(settings: Settings) -> Relay | None:
+    """The relay to NATS, if WIDGET_STORE_NATS_URL names one; without it the outbox fills.
+
+    Every app process runs one; a PostgreSQL advisory lock lets one of them publish.
+    """
+    nats_url = settings.nats_url
+    if nats_url is None:
+        return None
+    name = f"relay-{settings.executor_id}"
+    return Relay(
+        settings.database.async_url,
+        lambda: JetStreamBroker.connect(nats_url, name=name),
+        name=name,
+        poll_s=settings.outbox_poll_s,
+    )

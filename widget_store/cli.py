@@ -1,23 +1,28 @@
-"""The `widget-store` command: `serve`, `migrate`, `webhook` and `sign-webhook`.
+"""The `widget-store` command: `serve`, `migrate`, `webhook`, `sign-webhook` and `consume`.
 
 `serve` runs the app under gunicorn's master process with uvicorn workers. Gunicorn is
 the supervisor: when a worker dies (the crash button, `kill -9`), the master forks a new
 one at once, and DBOS in the new worker recovers every workflow the dead one left
 pending. Each worker slot keeps a stable DBOS executor ID across restarts, which is
 what lets the replacement recover its predecessor's workflows.
+
+`consume` is the example subscriber to the store's event stream (widget_store/consumer.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from sqlalchemy.ext.asyncio import create_async_engine
 
 # Imported here, in the master, so forked workers start without paying for the imports.
+from widget_store import consumer
 from widget_store.app import create_app
 from widget_store.config import ConfigError, Settings
 from widget_store.migrate import migrate
@@ -100,6 +105,36 @@ def serve(host: str, port: int, requested_workers: str | None) -> None:
     ).run()
 
 
+def consume(durable: str) -> None:
+    """Keep the example order projection up to date from NATS until interrupted."""
+    settings = Settings.from_env()
+    nats_url = settings.nats_url
+    if not nats_url:
+        raise ConfigError("widget-store consume needs WIDGET_STORE_NATS_URL (nats://host:4222)")
+    database = settings.consumer_database or settings.database
+    if database.is_sqlite and database.url.database:
+        os.makedirs(os.path.dirname(os.path.abspath(database.url.database)), exist_ok=True)
+    print(
+        f"Widget Store: consuming order events from {nats_url} as {durable!r} "
+        f"into {database.describe()} (table order_projection)",
+        flush=True,
+    )
+
+    async def run() -> consumer.Tally:
+        engine = create_async_engine(database.async_url)
+        try:
+            return await consumer.consume(engine, nats_url, durable=durable)
+        finally:
+            await engine.dispose()
+
+    tally = asyncio.run(run())
+    print(
+        f"Widget Store: stopped; {tally.applied} applied, {tally.duplicates} duplicates "
+        f"skipped, {tally.early} handed back early",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="widget-store", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -129,12 +164,22 @@ def main(argv: list[str] | None = None) -> None:
         "sign-webhook", help="print the Widget-Signature header for a webhook body (for curl)"
     )
     sign_cmd.add_argument("body", help="the exact JSON body you will post")
+    consume_cmd = commands.add_parser(
+        "consume", help="the example subscriber: a per-order projection of the event stream"
+    )
+    consume_cmd.add_argument(
+        "--durable",
+        default=consumer.DURABLE,
+        help="the JetStream durable consumer's name (its position in the stream)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
         if args.command == "serve":
             serve(args.host, args.port, args.workers)
+        elif args.command == "consume":
+            consume(args.durable)
         elif args.command == "migrate":
             migrate(settings)
             print(f"migrated {settings.database.describe()} to head")

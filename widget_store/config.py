@@ -67,24 +67,24 @@ class Database:
         return self.url.render_as_string(hide_password=True)
 
     @classmethod
-    def parse(cls, raw: str | None) -> Database:
+    def parse(cls, raw: str | None, variable: str = "WIDGET_STORE_DATABASE_URL") -> Database:
         """Accept a PostgreSQL URL in its plain form, a sqlite:/// file, or nothing."""
         if not raw:
             return cls(sa.make_url(f"sqlite:///{EMBEDDED_DATABASE}"))
         try:
             url = sa.make_url(raw)
         except sa.exc.ArgumentError as error:
-            raise ConfigError(f"WIDGET_STORE_DATABASE_URL is not a URL: {error}") from None
+            raise ConfigError(f"{variable} is not a URL: {error}") from None
         backend = url.get_backend_name()
         if backend == "postgres":  # the Heroku-style alias
             url = url.set(drivername="postgresql")
         elif backend not in ("postgresql", "sqlite"):
             raise ConfigError(
-                "WIDGET_STORE_DATABASE_URL must be a postgresql:// URL "
+                f"{variable} must be a postgresql:// URL "
                 f"(or sqlite:///path for a file), not {backend}://"
             )
         if url.get_backend_name() == "sqlite" and not url.database:
-            raise ConfigError("WIDGET_STORE_DATABASE_URL: a sqlite URL needs a file path")
+            raise ConfigError(f"{variable}: a sqlite URL needs a file path")
         return cls(url)
 
 
@@ -113,6 +113,12 @@ class Settings:
         """The simulated provider's pages are the demo's; production mounts them only
         for a store explicitly marked as staging."""
         return not self.is_production or self.staging
+
+    # The event stream (README: Order events on NATS). No URL, no relay: the outbox fills.
+    nats_url: str | None = None
+    outbox_poll_s: float = 0.5
+    # Where `widget-store consume` keeps its projection; None means the store's database.
+    consumer_database: Database | None = None
 
     @property
     def executors(self) -> frozenset[str]:
@@ -173,6 +179,7 @@ class Settings:
             raise ConfigError(
                 f"WIDGET_STORE_ENV must be 'demo' or 'production', not {raw_env!r}"
             ) from None
+        consumer_url = env.get("WIDGET_STORE_CONSUMER_DATABASE_URL", "").strip()
         return cls(
             database=Database.parse(env.get("WIDGET_STORE_DATABASE_URL", "").strip()),
             payment_timeout_s=number("WIDGET_STORE_PAYMENT_TIMEOUT_S", 900.0, 0.1),
@@ -193,4 +200,26 @@ class Settings:
             db_pool_size=int(number("WIDGET_STORE_DB_POOL_SIZE", 16, 4, "connections")),
             staging=flag("WIDGET_STORE_STAGING"),
             public_docs=flag("WIDGET_STORE_PUBLIC_DOCS"),
+            nats_url=_nats_url(env.get("WIDGET_STORE_NATS_URL", "").strip()),
+            outbox_poll_s=number("WIDGET_STORE_OUTBOX_POLL_S", 0.5, 0.01),
+            consumer_database=Database.parse(consumer_url, "WIDGET_STORE_CONSUMER_DATABASE_URL")
+            if consumer_url
+            else None,
         )
+
+
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def _nats_url(raw: str) -> str | None:
+    """Accept nothing (no relay) or NATS server URLs, comma-separated for a cluster."""
+    if not raw:
+        return None
+    for server in raw.split(","):
+        scheme, _, rest = server.strip().partition("://")
+        if scheme not in NATS_SCHEMES or not rest:
+            raise ConfigError(
+                f"WIDGET_STORE_NATS_URL must be nats://host:port (comma-separated for "
+                f"several servers), not {server.strip()!r}"
+            )
+    return raw

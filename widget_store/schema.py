@@ -136,3 +136,41 @@ dead_letters = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("order_id", "compensation", name="uq_dead_letters_order_compensation"),
 )
+
+# The transactional outbox: each state change's event, written in the change's own
+# transaction, until the relay has it acknowledged by the broker (see widget_store/relay.py).
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    # Insertion order: the relay's scan order. Within one aggregate it follows `seq`,
+    # because the next sequence number is taken under the counter's row lock.
+    sa.Column("outbox_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(36), nullable=False, unique=True),  # the Nats-Msg-Id
+    sa.Column("aggregate", sa.String(16), nullable=False),  # events.Aggregate: order, trip
+    sa.Column("aggregate_id", Id, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # compact JSON, no payment data
+    sa.Column("sent_at", UTCDateTime),  # null until the broker acknowledged it
+    sa.UniqueConstraint("aggregate", "aggregate_id", "seq", name="uq_outbox_aggregate_seq"),
+    # Only unsent rows are indexed, so the relay's "oldest unsent" stays a short scan
+    # however long the outbox grows.
+    sa.Index(
+        "ix_outbox_unsent",
+        "outbox_id",
+        postgresql_where=sa.text("sent_at IS NULL"),
+        sqlite_where=sa.text("sent_at IS NULL"),
+    ),
+)
+
+# The last sequence number given to each aggregate's events. One upsert bumps it, so two
+# transactions writing events for the same order queue on this row's lock instead of
+# both reading the same MAX(seq) and one failing on the unique key.
+outbox_sequences = sa.Table(
+    "outbox_sequences",
+    metadata,
+    sa.Column("aggregate", sa.String(16), primary_key=True),
+    sa.Column("aggregate_id", Id, primary_key=True),
+    sa.Column("last_seq", sa.Integer, nullable=False),
+)

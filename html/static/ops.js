@@ -95,7 +95,16 @@ function renderAggregates(summary) {
     figure("Compensated", String(counts.CANCELLED), "cancelled, every step undone"),
     ratio,
     oldestFigure,
+    outboxFigure(summary.outbox),
   );
+}
+
+function outboxFigure(outbox) {
+  // The event stream to other services: events committed but not yet on the bus.
+  const note = outbox.unsent === 0
+    ? "every event is on the bus"
+    : `oldest written ${age(outbox.oldest_age_s)} ago`;
+  return figure("Events not yet published", String(outbox.unsent), note);
 }
 
 // --- the order list --------------------------------------------------------------------

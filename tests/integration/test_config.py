@@ -57,6 +57,10 @@ def test_a_sqlite_file_url_is_accepted_too() -> None:
         ("WIDGET_STORE_DISPATCH_S", "-1", ">= 0"),
         ("WIDGET_STORE_DISPATCH_S", "nan", "finite"),
         ("WIDGET_STORE_ENV", "staging", "'demo' or 'production'"),
+        ("WIDGET_STORE_NATS_URL", "127.0.0.1:4222", "must be nats://"),
+        ("WIDGET_STORE_NATS_URL", "nats://a:4222,http://b", "must be nats://"),
+        ("WIDGET_STORE_OUTBOX_POLL_S", "0", ">= 0.01"),
+        ("WIDGET_STORE_CONSUMER_DATABASE_URL", "mysql://x/y", "must be a postgresql://"),
     ],
 )
 def test_bad_values_fail_fast_naming_the_variable(variable: str, value: str, message: str) -> None:
@@ -77,6 +81,22 @@ def test_numbers_and_the_environment_are_read() -> None:
     assert (settings.payment_timeout_s, settings.dispatch_s) == (2.5, 0.0)
     assert settings.is_production
     assert settings.webhook_secret == "s3cret"
+
+
+def test_the_event_stream_is_off_until_a_nats_url_is_set() -> None:
+    assert Settings.from_env({}).nats_url is None
+    assert Settings.from_env({}).consumer_database is None  # the store's own database
+    settings = Settings.from_env(
+        {
+            "WIDGET_STORE_NATS_URL": "nats://127.0.0.1:4222, nats://127.0.0.1:4223",
+            "WIDGET_STORE_OUTBOX_POLL_S": "0.2",
+            "WIDGET_STORE_CONSUMER_DATABASE_URL": "postgresql://u@h/projections",
+        }
+    )
+    assert settings.nats_url == "nats://127.0.0.1:4222, nats://127.0.0.1:4223"
+    assert settings.outbox_poll_s == 0.2
+    assert settings.consumer_database is not None
+    assert settings.consumer_database.async_url == "postgresql+psycopg://u@h/projections"
 
 
 PRODUCTION = {

@@ -38,11 +38,18 @@ class OldestWaitingOut(BaseModel):
     payment_deadline: datetime | None
 
 
+class OutboxLagOut(BaseModel):
+    unsent: int = Field(description="events committed but not yet acknowledged by the broker")
+    oldest_unsent_at: datetime | None
+    oldest_age_s: float | None = Field(description="age of the oldest unsent event")
+
+
 class SummaryOut(BaseModel):
     counts: dict[str, int] = Field(description="orders by status")
     waiting_for_payment: int
     last_hour: LastHourOut
     oldest_waiting: OldestWaitingOut | None = Field(description="the oldest unpaid order")
+    outbox: OutboxLagOut = Field(description="how far the event stream is behind")
     now: datetime
 
 
@@ -109,7 +116,7 @@ class TimelineOut(BaseModel):
 
 @router.get("/summary", response_model=SummaryOut)
 async def summary(db: Reader) -> dict[str, Any]:
-    """Orders by status, the last hour's compensation ratio, the oldest unpaid order."""
+    """Orders by status, the last hour's compensation ratio, the oldest unpaid order, outbox lag."""
     return await ops_queries.summary(db, datetime.now(UTC))
 
 

@@ -2,8 +2,9 @@
 
 By topic: `catalog` (products and stock), `orders` (the saga's writes: each one a
 conditional UPDATE or a keyed insert, so that running it twice changes nothing),
-`reads` (orders read back), `dead_letters` (parked compensations) and `ops` (the
-operations view). Callers use them through this package: `queries.reserve_stock(db, id)`.
+`reads` (orders read back), `dead_letters` (parked compensations), `outbox` (events
+waiting for the broker) and `ops` (the operations view). Callers use them through this
+package: `queries.reserve_stock(db, id)`.
 """
 
 from widget_store.queries._base import TERMINAL, Db, utcnow
@@ -38,6 +39,13 @@ from widget_store.queries.orders import (
     set_status,
     short_items_of,
 )
+from widget_store.queries.outbox import (
+    add_aggregate_event,
+    add_event,
+    mark_sent,
+    oldest_unsent,
+    outbox_lag,
+)
 from widget_store.queries.reads import (
     event_count,
     list_orders,
@@ -52,6 +60,8 @@ from widget_store.queries.reads import (
 __all__ = [
     "TERMINAL",
     "Db",
+    "add_aggregate_event",
+    "add_event",
     "append_event",
     "cancel_order",
     "claim_verdict",
@@ -64,6 +74,8 @@ __all__ = [
     "list_dead_letters",
     "list_orders",
     "list_products",
+    "mark_sent",
+    "oldest_unsent",
     "open_payment",
     "order_by_id",
     "order_by_key",
@@ -71,6 +83,7 @@ __all__ = [
     "order_details",
     "order_lines",
     "order_state",
+    "outbox_lag",
     "park_dead_letter",
     "payment_of",
     "prices_of",

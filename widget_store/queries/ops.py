@@ -7,6 +7,7 @@ domain words (`domain.Stage`, `domain.stage_of`); `STAGE_FILTERS` is each filter
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 
 from widget_store.domain import OrderStatus, PaymentVerdict, StageFilter, stage_of
 from widget_store.queries._base import TERMINAL, Db
+from widget_store.queries.outbox import outbox_lag
 from widget_store.schema import orders
 
 RATIO_WINDOW = timedelta(hours=1)
@@ -37,7 +39,8 @@ def _age_s(created_at: datetime, now: datetime) -> float:
 
 
 async def summary(db: Db, now: datetime) -> dict[str, Any]:
-    """Orders by status, the compensation ratio of the last hour, the oldest unpaid order."""
+    """Orders by status, the last hour's compensation ratio, the oldest unpaid order, and
+    how far the event stream is behind (the outbox's unsent events)."""
     by_status = await db.execute(
         sa.select(orders.c.status, sa.func.count()).group_by(orders.c.status)
     )
@@ -80,6 +83,7 @@ async def summary(db: Db, now: datetime) -> dict[str, Any]:
             "age_s": _age_s(oldest.created_at, now),
             "payment_deadline": oldest.payment_deadline,
         },
+        "outbox": asdict(await outbox_lag(db, now)),
         "now": now,
     }
 

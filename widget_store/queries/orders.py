@@ -30,6 +30,7 @@ from widget_store.domain import (
     shortages,
 )
 from widget_store.queries._base import TERMINAL, Db, changed_one_row, utcnow
+from widget_store.queries.outbox import add_event
 from widget_store.schema import order_events, order_items, orders, products, webhook_events
 
 # Log entries that may legitimately repeat in one order's history.
@@ -49,15 +50,22 @@ async def append_event(db: Db, order_id: int, event: OrderEvent, detail: str = "
 
     The entry's type is its once-key, so a step that runs again logs nothing twice
     (and the first run's detail stands). Parking and retrying a compensation may
-    happen several times and are logged each time. True if the entry was added.
+    happen several times and are logged each time. Each entry added also goes to the
+    outbox, for the event stream. True if the entry was added.
     """
     once_key = None if event in REPEATABLE_EVENTS else event.value
+    now = utcnow()
     result = await db.execute(
         _insert_ignoring_duplicates(db, order_events).values(
-            order_id=order_id, type=event.value, detail=detail, at=utcnow(), once_key=once_key
+            order_id=order_id, type=event.value, detail=detail, at=now, once_key=once_key
         )
     )
-    return bool(cast("sa.CursorResult[Any]", result).rowcount)
+    added = bool(cast("sa.CursorResult[Any]", result).rowcount)
+    if added:
+        # The same change, for the rest of the business: an event exists if and only if
+        # its change committed. The detail stays home (it may name a refund or an address).
+        await add_event(db, order_id=order_id, type=event.value, payload={}, at=now)
+    return added
 
 
 async def insert_order(

@@ -1,0 +1,136 @@
+"""The transactional outbox: events written beside their state change, read by the relay.
+
+`add_event` runs inside the caller's transaction, so an event exists if and only if the
+change it describes committed. The relay reads the oldest unsent rows, publishes them
+and marks them sent; a row marked sent twice (two relays, a retry) changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from widget_store.events import Aggregate, Event, OutboxLag, check_payload, subject_of
+from widget_store.queries._base import Db
+from widget_store.schema import outbox, outbox_sequences
+
+
+async def add_event(
+    db: Db, *, order_id: int, type: str, payload: Mapping[str, Any], at: datetime
+) -> str:
+    """Write an order's next event to the outbox, in the caller's transaction.
+
+    `type` is the store's event vocabulary (`OrderEvent` values); `payload` is a small
+    JSON object without payment data. Returns the event's ID (its Nats-Msg-Id).
+    """
+    return await add_aggregate_event(
+        db, aggregate=Aggregate.ORDER, aggregate_id=order_id, type=type, payload=payload, at=at
+    )
+
+
+async def add_aggregate_event(
+    db: Db,
+    *,
+    aggregate: Aggregate,
+    aggregate_id: int,
+    type: str,
+    payload: Mapping[str, Any],
+    at: datetime,
+) -> str:
+    """Write the next event of any aggregate (an order, a trip) to the outbox."""
+    body = check_payload(payload)
+    subject_of(aggregate, type)  # refuse a type that cannot be published, now
+    seq = await _next_seq(db, aggregate, aggregate_id)
+    event_id = str(uuid.uuid4())
+    await db.execute(
+        sa.insert(outbox).values(
+            event_id=event_id,
+            aggregate=aggregate.value,
+            aggregate_id=aggregate_id,
+            seq=seq,
+            type=type,
+            at=at,
+            payload=body,
+        )
+    )
+    return event_id
+
+
+async def _next_seq(db: Db, aggregate: Aggregate, aggregate_id: int) -> int:
+    """Bump the aggregate's counter and return the new value: 1 for its first event.
+
+    One upsert, atomic at READ COMMITTED: a concurrent writer for the same aggregate
+    waits on the counter's row lock and then sees the bumped value. A rolled-back
+    transaction rolls its bump back too, so sequences have no gaps.
+    """
+    dialect = _dialect_name(db)
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(outbox_sequences)
+        .values(aggregate=aggregate.value, aggregate_id=aggregate_id, last_seq=1)
+        .on_conflict_do_update(
+            index_elements=[outbox_sequences.c.aggregate, outbox_sequences.c.aggregate_id],
+            set_={"last_seq": outbox_sequences.c.last_seq + 1},
+        )
+        .returning(outbox_sequences.c.last_seq)
+    )
+    result = await db.execute(statement)
+    seq: int = result.scalar_one()
+    return seq
+
+
+def _dialect_name(db: Db) -> str:
+    if isinstance(db, AsyncSession):
+        return db.get_bind().dialect.name
+    return db.dialect.name
+
+
+async def oldest_unsent(db: Db, limit: int) -> list[Event]:
+    """Up to `limit` unsent events, oldest first (and so in sequence within an aggregate)."""
+    result = await db.execute(
+        sa.select(outbox)
+        .where(outbox.c.sent_at.is_(None))
+        .order_by(outbox.c.outbox_id)
+        .limit(limit)
+    )
+    return [
+        Event(
+            event_id=row.event_id,
+            aggregate=Aggregate(row.aggregate),
+            aggregate_id=row.aggregate_id,
+            seq=row.seq,
+            type=row.type,
+            at=row.at,
+            payload=json.loads(row.payload),
+        )
+        for row in result
+    ]
+
+
+async def mark_sent(db: Db, event_ids: Sequence[str], at: datetime) -> int:
+    """Record that the broker acknowledged these events; returns how many were unsent."""
+    if not event_ids:
+        return 0
+    result = await db.execute(
+        sa.update(outbox)
+        .where(outbox.c.event_id.in_(list(event_ids)), outbox.c.sent_at.is_(None))
+        .values(sent_at=at)
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+async def outbox_lag(db: Db, now: datetime) -> OutboxLag:
+    """How far the bus is behind the database: unsent events and the oldest one's age."""
+    unsent = outbox.c.sent_at.is_(None)
+    count = (await db.execute(sa.select(sa.func.count()).where(unsent))).scalar_one()
+    first = sa.select(outbox.c.at).where(unsent).order_by(outbox.c.outbox_id).limit(1)
+    oldest: datetime | None = (await db.execute(first)).scalar_one_or_none()
+    age = None if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 1)
+    return OutboxLag(unsent=count, oldest_unsent_at=oldest, oldest_age_s=age)
