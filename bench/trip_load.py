@@ -122,6 +122,7 @@ class Ledger:
     errors: list[str] = field(default_factory=list)
 
     def record(self, outcome: TripOutcome) -> None:
+        """Keep the outcome a system gave for a trip (the last one, if asked again)."""
         self.statuses[outcome.trip_id] = outcome.status
 
 
@@ -141,9 +142,11 @@ class LoadResult:
 
     @property
     def trips_per_s(self) -> float:
+        """Trips completed per second of the turn."""
         return self.trips / self.seconds if self.seconds else 0.0
 
     def per_trip_ms(self, seconds: float) -> float | None:
+        """`seconds` (of CPU, say) per completed trip, in ms."""
         return seconds * 1000 / self.trips if self.trips else None
 
     def summary(self) -> dict[str, Any]:
@@ -218,6 +221,7 @@ class KillResult:
 
     @property
     def after_restart_s(self) -> float | None:
+        """From the new worker serving until the last trip in flight was done."""
         if self.finished_s is None or self.restarted_s is None:
             return None
         return max(0.0, self.finished_s - self.restarted_s)

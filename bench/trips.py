@@ -90,10 +90,12 @@ class Side:
     counts: dict[str, Any] = field(default_factory=dict)
 
     def median(self, level: int, key: str) -> float | None:
+        """The median over the rounds of one figure of one load."""
         values = [turn[key] for turn in self.turns.get(level, []) if turn[key] is not None]
         return statistics.median(values) if values else None
 
     def kill_median(self, key: str) -> float | None:
+        """The median over the rounds of one figure of the kill."""
         values = [kill[key] for kill in self.kills if kill[key] is not None]
         return statistics.median(values) if values else None
 

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -96,7 +97,7 @@ class FakeTrips:
         return await read_travel_counts(self.engine, trip_ids)
 
 
-def with_fake(tmp_path: Path, scenario):  # type: ignore[no-untyped-def]
+def with_fake(tmp_path: Path, scenario: Callable[[FakeTrips], Awaitable[None]]) -> None:
     async def main() -> None:
         url = Database.parse(f"sqlite:///{tmp_path / 'travel.sqlite'}").async_url
         fake = FakeTrips(create_async_engine(url))
