@@ -17,6 +17,7 @@ outcome the system reported.
 from __future__ import annotations
 
 import asyncio
+import signal
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -193,6 +194,11 @@ def _turn_line(side: Side, level: int, turn: dict[str, Any]) -> str:
 async def measure(bench: TripBench) -> list[Side]:
     """Start the systems, check them, run the interleaved rounds, count, stop."""
     sides = _systems(bench)
+    # Ended from outside (a timeout, say), still stop what was started: clusters, the dev
+    # server and workers would otherwise outlive the run on a shared machine.
+    this = asyncio.current_task()
+    assert this is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
     try:
         for side in sides:
             if side.system is None:
