@@ -24,7 +24,7 @@ from bench.trip_load import (
     closed_loop,
     through_a_kill,
 )
-from bench.trips import Side, TripBench, table, targets
+from bench.trips import Side, TripBench, _systems, table, targets
 from widget_store.config import PROJECT_ROOT, Database
 from widget_store.simulated.travel import (
     TRIP_LEGS,
@@ -232,3 +232,14 @@ def test_the_smoke_run_measures_temporal_end_to_end(tmp_path: Path) -> None:
     assert temporal["counts"]["duplicates"] == 0
     assert temporal["counts"]["disagreeing_trips"] == 0
     assert "duplicate side effects" in result.stdout
+
+
+def test_temporal_is_skipped_with_the_reason_where_it_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(temporal_server, "temporal_binary", lambda: None)
+
+    (side,) = _systems(TripBench(only="temporal"))
+
+    assert side.system is None
+    assert side.skipped is not None and "temporal dev server is not installed" in side.skipped
