@@ -47,7 +47,12 @@ def main() -> None:
     trips.add_argument("--kill-trips", type=int, default=32, help="trips started for the kill")
     trips.add_argument("--only", choices=["store", "temporal"])
     trips.add_argument("--smoke", action="store_true", help="seconds of it, no targets (CI)")
-    trips.add_argument("--retry-initial-ms", type=float, default=10.0, help="the saga's backoff")
+    trips.add_argument(
+        "--retry-initial-ms",
+        type=float,
+        default=10.0,
+        help="Temporal's first retry backoff (the store must use the same)",
+    )
     trips.add_argument(
         "--temporal-timer-shift-ms",
         type=float,
