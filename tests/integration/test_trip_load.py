@@ -1,20 +1,15 @@
-"""The trip benchmark's harness: its loads, its kill timing and its report, on a fake system
-that runs the saga in this process; then its smoke run on Temporal for real."""
+"""The trip benchmark's loads and its kill timing, on a fake system that runs the saga in
+this process against the real travel services (SQLite)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bench.temporal_trip import server as temporal_server
 from bench.trip_load import (
     BOOKED,
     ROLLED_BACK,
@@ -24,8 +19,7 @@ from bench.trip_load import (
     closed_loop,
     through_a_kill,
 )
-from bench.trips import Side, TripBench, _systems, table, targets
-from widget_store.config import PROJECT_ROOT, Database
+from widget_store.config import Database
 from widget_store.simulated.travel import (
     TRIP_LEGS,
     TravelCounts,
@@ -141,105 +135,3 @@ def test_trips_in_flight_through_a_kill_are_timed_from_the_kill(tmp_path: Path) 
         assert all(trip.fully_booked for trip in counts.trips.values())
 
     with_fake(tmp_path, scenario)
-
-
-def measured(name: str, p50: float, rate: float, after_restart: float, dups: int) -> Side:
-    side = Side(name)
-    turn = {"p50_ms": p50, "p99_ms": p50 * 2, "trips_per_s": rate, "cpu_ms_per_trip": 1.0}
-    for level in (1, 8, 32):
-        side.turns[level] = [
-            {**turn, "database_cpu_ms_per_trip": None, "client_cpu_ms_per_trip": None}
-        ]
-    side.kills = [
-        {
-            "in_flight": 30,
-            "restarted_s": 1.0,
-            "finished_s": 1.0 + after_restart,
-            "after_restart_s": after_restart,
-        }
-    ]
-    side.counts = {
-        "trips_answered": 100,
-        "duplicates": dups,
-        "repeated_calls": 0,
-        "disagreeing_trips": 0,
-        "errors": 0,
-    }
-    return side
-
-
-def test_the_targets_compare_the_store_with_temporal_in_the_same_run() -> None:
-    sides = [measured("store", 15.0, 100.0, 1.5, 0), measured("temporal", 200.0, 25.0, 10.0, 0)]
-
-    report = targets(sides, TripBench())
-
-    lines = report.splitlines()
-    assert "0.1x" in lines[1] and lines[1].endswith("met")  # 15/200 = 0.075
-    assert "4.0x" in lines[2] and lines[2].endswith("met")
-    assert lines[3].endswith("met") and lines[4].endswith("met")
-    slow = targets([measured("store", 50.0, 50.0, 3.0, 1), sides[1]], TripBench())
-    assert slow.count("NOT MET") == 4
-
-
-def test_a_system_that_cannot_run_is_reported_with_its_reason() -> None:
-    sides = [
-        Side("store", skipped="not built yet: no POST /trips"),
-        measured("temporal", 200, 25, 10, 0),
-    ]
-
-    report = table(sides, TripBench())
-
-    assert "store: skipped, not built yet: no POST /trips" in report
-    assert "sequential p50 (ms)" in report.splitlines()[1]
-    assert "need both systems" in targets(sides, TripBench())
-
-
-@pytest.mark.postgres
-@pytest.mark.process
-@pytest.mark.usefixtures("postgres_server_binaries")
-def test_the_smoke_run_measures_temporal_end_to_end(tmp_path: Path) -> None:
-    if temporal_server.missing():
-        pytest.skip(str(temporal_server.missing()))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "trips",
-            "--smoke",
-            "--only",
-            "temporal",
-            "--results",
-            str(tmp_path),
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-    temporal = json.loads((tmp_path / "trips-smoke.json").read_text())["systems"]["temporal"]
-    assert temporal["skipped"] is None and temporal["checks_failed"] == []
-    assert [level for level in temporal["turns"]] == ["1", "8", "32"]
-    assert all(
-        turn["trips"] > 0 and turn["errors"] == 0
-        for turns in temporal["turns"].values()
-        for turn in turns
-    )
-    (kill,) = temporal["kills"]
-    assert kill["in_flight"] > 0 and kill["finished_s"] is not None
-    assert temporal["counts"]["duplicates"] == 0
-    assert temporal["counts"]["disagreeing_trips"] == 0
-    assert "duplicate side effects" in result.stdout
-
-
-def test_temporal_is_skipped_with_the_reason_where_it_is_not_installed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(temporal_server, "temporal_binary", lambda: None)
-
-    (side,) = _systems(TripBench(only="temporal"))
-
-    assert side.system is None
-    assert side.skipped is not None and "temporal dev server is not installed" in side.skipped
