@@ -5,11 +5,14 @@ python -m bench throughput --embedded # the same on the embedded SQLite default
 python -m bench recovery              # kill -9 with checkouts in flight
 python -m bench waiting               # 10,000 checkouts waiting for payment
 python -m bench smoke                 # seconds; what CI runs so the benchmark never rots
+python -m bench trips                 # the trip saga on the store and on Temporal, side by side
+python -m bench trips --smoke         # seconds of it
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -38,6 +41,27 @@ def main() -> None:
     commands.add_parser("floor", help="DBOS's own CPU and commits per durable step")
     smoke = commands.add_parser("smoke", help="a few seconds of each, no targets (CI)")
     smoke.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "bench-smoke")
+    trips = commands.add_parser("trips", help="the trip saga: the store against Temporal")
+    trips.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
+    trips.add_argument("--seconds", type=float, default=8.0, help="each load's turn")
+    trips.add_argument("--kill-trips", type=int, default=32, help="trips started for the kill")
+    trips.add_argument("--only", choices=["store", "temporal"])
+    trips.add_argument("--smoke", action="store_true", help="seconds of it, no targets (CI)")
+    trips.add_argument(
+        "--retry-initial-ms",
+        type=float,
+        default=10.0,
+        help="Temporal's first retry backoff (the store must use the same)",
+    )
+    trips.add_argument(
+        "--temporal-timer-shift-ms",
+        type=float,
+        default=10.0,
+        help="how late the dev server may fire timers; a negative value keeps its 1 s default",
+    )
+    trips.add_argument("--temporal-in-memory", action="store_true", help="no SQLite file")
+    trips.add_argument("--temporal-unsandboxed", action="store_true", help="no workflow sandbox")
+    trips.add_argument("--results", type=Path, help="where the JSON goes (default bench/results)")
     args = parser.parse_args()
     if args.command == "throughput":
         levels = [int(level) for level in args.levels.split(",")]
@@ -53,6 +77,8 @@ def main() -> None:
         scenarios.recovery(args.in_flight)
     elif args.command == "waiting":
         scenarios.waiting(args.waiting, args.seconds)
+    elif args.command == "trips":
+        sys.exit(scenarios.trips(args))
     elif args.command == "floor":
         scenarios.floor()
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import tempfile
 from pathlib import Path
 
 from bench.report import (
@@ -136,6 +138,35 @@ def floor(results: Path = RESULTS) -> None:
             f"commits {commits} per step"
         )
     save_json("dbos-floor", {"floors": [f.__dict__ for f in floors]}, results)
+
+
+def trips(args: argparse.Namespace) -> int:
+    """The trip saga on the store and on Temporal, side by side; the exit status."""
+    import dataclasses
+
+    from bench import trips as trips_bench
+
+    if args.smoke:
+        results = args.results or Path(tempfile.gettempdir()) / "bench-smoke"
+        bench = trips_bench.TripBench.smoke(results, only=args.only)
+    else:
+        bench = trips_bench.TripBench(
+            rounds=args.rounds,
+            seconds=args.seconds,
+            kill_trips=args.kill_trips,
+            only=args.only,
+            results=args.results or RESULTS,
+        )
+    bench = dataclasses.replace(
+        bench,
+        retry_initial_s=args.retry_initial_ms / 1000,
+        temporal_timer_shift_ms=(
+            None if args.temporal_timer_shift_ms < 0 else args.temporal_timer_shift_ms
+        ),
+        temporal_in_memory=args.temporal_in_memory,
+        temporal_unsandboxed=args.temporal_unsandboxed,
+    )
+    return trips_bench.run(bench)
 
 
 def smoke(results: Path) -> None:

@@ -1,0 +1,117 @@
+"""The benchmark's handle on the store side of the trip saga: `widget-store serve` on a private
+PostgreSQL (as `bench.store.BenchStore` runs it), driven over HTTP like any client.
+
+STORE SIDE, TO FINISH (issue 12). Everything here is written against the interface the issue
+specifies, but the store has no `POST /trips/{idempotency_key}` yet, so `start()` looks for it
+in the store's OpenAPI document and raises NotImplementedError (the harness then reports the
+store as not built yet, and measures Temporal alone). Once the endpoint exists:
+
+- the store's migrations must create `travel_bookings` (`widget_store.simulated.travel`)
+  in the store's database, where `counts()` reads it;
+- the trip saga must use the same retry backoff as the Temporal side
+  (`bench.temporal_trip.shared.TripPolicy`: 10 ms after the first failure, doubling, at most
+  1 s; `attempts` tries for each booking leg; undos retried without limit), or the latency
+  columns compare backoffs rather than engines;
+- check `book()` against the endpoint's real replies (a status other than 200 while the trip
+  is still running is asked again, as after a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from bench.store import BenchStore, StoreOptions
+from bench.trip_load import TripOrder, TripOutcome, postgres_pids
+from widget_store.simulated.travel import TravelCounts, read_travel_counts
+
+TRIPS_PATH = "/trips/{idempotency_key}"
+# A trip whose reply is lost (its worker killed under the request) is asked for again under
+# its key this often, for at most this long.
+ASK_AGAIN_S = 0.02
+BOOK_TIMEOUT_S = 120.0
+
+
+class StoreTrips:
+    """The trip saga on the store (a `TripSystem`); see the module docstring."""
+
+    name = "store"
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+        self._store: BenchStore | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._engine: AsyncEngine | None = None
+
+    async def start(self) -> None:
+        """Serve the store on a private PostgreSQL; NotImplementedError without the endpoint."""
+        self._store = await asyncio.to_thread(BenchStore, StoreOptions(workers=self.workers))
+        try:
+            await asyncio.to_thread(self._store.__enter__)
+            paths = self._store.server.http.get("/openapi.json").json()["paths"]
+            if TRIPS_PATH not in paths:
+                raise NotImplementedError(
+                    f"the store has no POST {TRIPS_PATH} yet (issue 12; see bench/trip_store.py)"
+                )
+        except BaseException:
+            await self.stop()
+            raise
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        self._http = httpx.AsyncClient(base_url=self._store.base_url, timeout=60, limits=limits)
+        self._engine = create_async_engine(self._store.database.async_url)
+
+    async def book(self, order: TripOrder) -> TripOutcome:
+        """POST the trip and wait for its reply; through a crash, POST again with its key."""
+        assert self._http is not None
+        deadline = time.monotonic() + BOOK_TIMEOUT_S
+        while True:
+            try:
+                response = await self._http.post(f"/trips/{order.key}", json=order.body())
+                if response.status_code == 200:
+                    reply = response.json()
+                    return TripOutcome(
+                        trip_id=str(reply["trip_id"]),
+                        status=reply["status"],
+                        bookings=reply["bookings"],
+                        cancelled=reply["cancelled"],
+                    )
+                if 400 <= response.status_code < 500:
+                    response.raise_for_status()  # the request is wrong: asking again won't help
+            except httpx.TransportError:
+                pass  # the worker died under this request
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no outcome for trip {order.key} in {BOOK_TIMEOUT_S:g} s")
+            await asyncio.sleep(ASK_AGAIN_S)
+
+    def pids(self) -> list[int]:
+        """The store's server processes (the supervisor and its app workers)."""
+        assert self._store is not None
+        return self._store.pids()
+
+    def database_pids(self) -> list[int]:
+        """The store's PostgreSQL (DBOS's checkpoints and the travel services' table)."""
+        cluster = self._store.cluster if self._store else None
+        return postgres_pids(cluster.data) if cluster else []
+
+    async def kill_worker(self) -> None:
+        """kill -9 the app process; its supervisor starts another."""
+        assert self._store is not None
+        await asyncio.to_thread(self._store.server.kill_worker)
+
+    async def counts(self, trip_ids: list[str] | None = None) -> TravelCounts:
+        """What the travel services recorded in the store's database."""
+        assert self._engine is not None
+        return await read_travel_counts(self._engine, trip_ids)
+
+    async def stop(self) -> None:
+        """Stop the server and its cluster."""
+        if self._http is not None:
+            await self._http.aclose()
+        if self._engine is not None:
+            await self._engine.dispose()
+        if self._store is not None:
+            await asyncio.to_thread(self._store.__exit__, None, None, None)
+            self._store = None

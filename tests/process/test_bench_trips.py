@@ -1,0 +1,52 @@
+"""The trip benchmark's smoke run on Temporal for real, so it never rots."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.temporal_trip import server as temporal_server
+from widget_store.config import PROJECT_ROOT
+
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("postgres_server_binaries")]
+
+
+def test_the_smoke_run_measures_temporal_end_to_end(tmp_path: Path) -> None:
+    if temporal_server.missing():
+        pytest.skip(str(temporal_server.missing()))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "trips",
+            "--smoke",
+            "--only",
+            "temporal",
+            "--results",
+            str(tmp_path),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    temporal = json.loads((tmp_path / "trips-smoke.json").read_text())["systems"]["temporal"]
+    assert temporal["skipped"] is None and temporal["checks_failed"] == []
+    assert [level for level in temporal["turns"]] == ["1", "8", "32"]
+    assert all(
+        turn["trips"] > 0 and turn["errors"] == 0
+        for turns in temporal["turns"].values()
+        for turn in turns
+    )
+    (kill,) = temporal["kills"]
+    assert kill["in_flight"] > 0 and kill["finished_s"] is not None
+    assert temporal["counts"]["duplicates"] == 0
+    assert temporal["counts"]["disagreeing_trips"] == 0
+    assert "duplicate side effects" in result.stdout

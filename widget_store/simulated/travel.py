@@ -1,0 +1,372 @@
+"""The simulated travel services a trip is booked with: a car rental, a hotel and an airline.
+
+Each service books by the caller's `booking_key` and is idempotent by it: booking the same key
+again returns the confirmation already issued and books nothing new. The behaviours a saga
+has to cope with are those of the trip-booking tutorial the trip saga comes from:
+
+- the hotel is down on the first try for each booking key (`TravelServiceUnavailable`, a
+  transient error: retrying later succeeds);
+- an item id containing "invalid" is refused for good (`TravelBookingRejected`, a business
+  error: retrying cannot help);
+- cancelling a booking never made, or already cancelled, does nothing and returns False.
+
+All three services keep one table, `travel_bookings`: a row per service and booking key,
+written by the first call that reaches the service with that key (a book, or a cancel of a
+key never seen). The row also counts every call that reached the service, so a benchmark can
+tell what the services saw, beyond what the saga reported:
+
+- a *duplicate side effect* is a booking made twice for one trip: for one `(trip_id, kind)`,
+  every confirmation issued after the first is a duplicate. Idempotency by booking key
+  prevents it as long as the caller reuses its key; a caller that books the same leg under
+  a fresh key (a lost key, a restarted saga that derives its keys anew) makes one.
+- a *repeated call* is a call that found its work already done: a book of a key already
+  confirmed (answered with the same confirmation), or a cancel of a booking already
+  cancelled. It is harmless here, thanks to the key, but shows at-least-once delivery at
+  work (an activity run again after a worker died before reporting it done, say).
+
+Retries of the hotel's transient failure are neither: they are the calls the behaviour asks for.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter, defaultdict
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+TripLeg = Literal["car", "hotel", "flight"]
+# The order a trip books its legs in; compensations run in the reverse order.
+TRIP_LEGS: tuple[TripLeg, ...] = ("car", "hotel", "flight")
+
+travel_metadata = sa.MetaData()
+
+travel_bookings = sa.Table(
+    "travel_bookings",
+    travel_metadata,
+    # Which service: each has its own space of booking keys, as separate companies would.
+    sa.Column("kind", sa.String(8), primary_key=True),
+    sa.Column("booking_key", sa.String(200), primary_key=True),
+    # NULL only for a row made by a cancel of a key the service had never seen.
+    sa.Column("trip_id", sa.String(200), nullable=True),
+    sa.Column("item_id", sa.Text, nullable=True),
+    # unavailable | rejected | unknown (no booking yet) -> booked -> cancelled
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("confirmation", sa.String(32), nullable=True, unique=True),
+    sa.Column("book_calls", sa.Integer, nullable=False),
+    sa.Column("cancel_calls", sa.Integer, nullable=False),
+    sa.Column("repeated_calls", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_travel_bookings_trip_id", "trip_id"),
+)
+
+_PREFIXES: Mapping[TripLeg, str] = {"car": "CAR", "hotel": "HTL", "flight": "FLT"}
+
+
+class TravelServiceUnavailable(Exception):
+    """A transient failure: the service is down now and worth retrying with backoff."""
+
+
+class TravelBookingRejected(Exception):
+    """A business error (an invalid item): the service refuses for good, so do not retry."""
+
+
+class TravelService(Protocol):
+    """One travel service as a saga step sees it."""
+
+    @property
+    def kind(self) -> TripLeg:
+        """Which leg of a trip this service books."""
+        ...
+
+    async def book(self, booking_key: str, item_id: str, trip_id: str) -> str:
+        """Book `item_id` for `trip_id` and return the confirmation. Idempotent by key."""
+        ...
+
+    async def cancel(self, booking_key: str) -> bool:
+        """Cancel the booking made under `booking_key`; True if this call cancelled it."""
+        ...
+
+
+def _insert(engine: AsyncEngine) -> Any:
+    # INSERT ... ON CONFLICT is spelled the same on both backends, but SQLAlchemy builds it
+    # from each dialect's own insert().
+    name = engine.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(travel_bookings)
+    if name == "sqlite":
+        return sqlite.insert(travel_bookings)
+    raise ValueError(f"the travel services run on PostgreSQL or SQLite, not {name}")
+
+
+class SimulatedTravelService:
+    """A travel service backed by `travel_bookings`; see the module docstring."""
+
+    def __init__(self, engine: AsyncEngine, kind: TripLeg, *, down_on_first_try: bool) -> None:
+        self._engine = engine
+        self._kind: TripLeg = kind
+        self._down_on_first_try = down_on_first_try
+
+    @property
+    def kind(self) -> TripLeg:
+        """Which leg of a trip this service books."""
+        return self._kind
+
+    async def book(self, booking_key: str, item_id: str, trip_id: str) -> str:
+        """Book `item_id` for `trip_id` under `booking_key` and return the confirmation.
+
+        The same key again returns the same confirmation and books nothing (a repeated call),
+        even once the booking is cancelled: a key names one booking for good. Raises
+        `TravelServiceUnavailable` (the hotel, on the key's first try) or
+        `TravelBookingRejected` (an item id containing "invalid"); the call is counted
+        either way, because it reached the service.
+        """
+        table = travel_bookings
+        now = time.time()
+        failure: Exception | None = None
+        async with self._engine.begin() as conn:
+            # One statement records the call and locks the key's row, so concurrent calls
+            # with one key queue up and the later ones see the first one's confirmation.
+            statement = _insert(self._engine).values(
+                kind=self._kind,
+                booking_key=booking_key,
+                trip_id=trip_id,
+                item_id=item_id,
+                status="unknown",
+                book_calls=1,
+                cancel_calls=0,
+                repeated_calls=0,
+                created_at=now,
+                updated_at=now,
+            )
+            statement = statement.on_conflict_do_update(
+                index_elements=[table.c.kind, table.c.booking_key],
+                set_={
+                    "book_calls": table.c.book_calls + 1,
+                    "repeated_calls": table.c.repeated_calls
+                    + sa.case((table.c.confirmation.is_not(None), 1), else_=0),
+                    # A row made by a cancel of an unseen key learns its trip now.
+                    "trip_id": sa.func.coalesce(table.c.trip_id, statement.excluded.trip_id),
+                    "item_id": sa.func.coalesce(table.c.item_id, statement.excluded.item_id),
+                    "updated_at": now,
+                },
+            ).returning(table.c.confirmation, table.c.book_calls)
+            row = (await conn.execute(statement)).one()
+            if row.confirmation is not None:
+                confirmation: str = row.confirmation
+                return confirmation
+            if self._down_on_first_try and row.book_calls == 1:
+                failure = TravelServiceUnavailable(f"the {self._kind} service is down, try later")
+                await self._set_status(conn, booking_key, "unavailable", now)
+            elif "invalid" in item_id.lower():
+                failure = TravelBookingRejected(f"{item_id!r} cannot be booked")
+                await self._set_status(conn, booking_key, "rejected", now)
+            else:
+                confirmation = f"{_PREFIXES[self._kind]}-{secrets.token_hex(5).upper()}"
+                await conn.execute(
+                    sa.update(table)
+                    .where(table.c.kind == self._kind, table.c.booking_key == booking_key)
+                    .values(status="booked", confirmation=confirmation, updated_at=now)
+                )
+        # Raised only once the transaction has committed: the call was still counted.
+        if failure is not None:
+            raise failure
+        return confirmation
+
+    async def cancel(self, booking_key: str) -> bool:
+        """Cancel the booking made under `booking_key`; True if this call cancelled it.
+
+        A key never booked (never seen, or only refused or failed) or already cancelled
+        returns False and changes nothing but the call counts.
+        """
+        table = travel_bookings
+        now = time.time()
+        async with self._engine.begin() as conn:
+            statement = _insert(self._engine).values(
+                kind=self._kind,
+                booking_key=booking_key,
+                trip_id=None,
+                item_id=None,
+                status="unknown",
+                book_calls=0,
+                cancel_calls=1,
+                repeated_calls=0,
+                created_at=now,
+                updated_at=now,
+            )
+            # RETURNING shows the status as it was: this statement leaves it alone, and the
+            # row stays locked until the UPDATE below, so two cancels cannot both win.
+            statement = statement.on_conflict_do_update(
+                index_elements=[table.c.kind, table.c.booking_key],
+                set_={
+                    "cancel_calls": table.c.cancel_calls + 1,
+                    "repeated_calls": table.c.repeated_calls
+                    + sa.case((table.c.status == "cancelled", 1), else_=0),
+                    "updated_at": now,
+                },
+            ).returning(table.c.status)
+            status = (await conn.execute(statement)).scalar_one()
+            if status != "booked":
+                return False
+            await self._set_status(conn, booking_key, "cancelled", now)
+        return True
+
+    async def _set_status(
+        self, conn: AsyncConnection, booking_key: str, status: str, now: float
+    ) -> None:
+        table = travel_bookings
+        await conn.execute(
+            sa.update(table)
+            .where(table.c.kind == self._kind, table.c.booking_key == booking_key)
+            .values(status=status, updated_at=now)
+        )
+
+
+class CarRental(SimulatedTravelService):
+    """Rents cars; never down."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine, "car", down_on_first_try=False)
+
+
+class Hotel(SimulatedTravelService):
+    """Books rooms; down on the first try for each booking key."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine, "hotel", down_on_first_try=True)
+
+
+class Airline(SimulatedTravelService):
+    """Books flights; never down."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine, "flight", down_on_first_try=False)
+
+
+def travel_services(engine: AsyncEngine) -> dict[TripLeg, SimulatedTravelService]:
+    """The three services on one engine, by the leg each books, in booking order."""
+    return {"car": CarRental(engine), "hotel": Hotel(engine), "flight": Airline(engine)}
+
+
+async def create_travel_tables(engine: AsyncEngine) -> None:
+    """Create `travel_bookings` where it does not exist (benchmarks and tests; the store
+    itself gets its tables from its migrations)."""
+    async with engine.begin() as conn:
+        await conn.run_sync(travel_metadata.create_all)
+
+
+@dataclass(frozen=True)
+class TripBookings:
+    """What the services hold for one trip, and how often they were called for it."""
+
+    trip_id: str
+    # Per leg: how many confirmations were issued (more than one is a duplicate side
+    # effect), and how many of those are still live (booked, not cancelled).
+    confirmations: Mapping[str, int]
+    live: Mapping[str, int]
+    book_calls: int
+    cancel_calls: int
+    repeated_calls: int
+
+    @property
+    def duplicates(self) -> int:
+        """Bookings made beyond one per leg of this trip."""
+        return sum(max(0, count - 1) for count in self.confirmations.values())
+
+    @property
+    def fully_booked(self) -> bool:
+        """Exactly one live booking for each leg: what a BOOKED trip must leave."""
+        return all(self.live.get(leg, 0) == 1 for leg in TRIP_LEGS)
+
+    @property
+    def nothing_live(self) -> bool:
+        """No live booking on any leg: what a ROLLED_BACK trip must leave."""
+        return not any(self.live.values())
+
+
+@dataclass(frozen=True)
+class TravelCounts:
+    """The services' own account of every trip they saw."""
+
+    trips: Mapping[str, TripBookings] = field(default_factory=dict)
+    # Cancels of keys never booked and so tied to no trip.
+    unknown_cancel_calls: int = 0
+
+    @property
+    def bookings(self) -> int:
+        """Confirmations issued, live or cancelled."""
+        return sum(sum(trip.confirmations.values()) for trip in self.trips.values())
+
+    @property
+    def duplicates(self) -> int:
+        """Duplicate side effects: bookings made beyond one per (trip, leg)."""
+        return sum(trip.duplicates for trip in self.trips.values())
+
+    @property
+    def book_calls(self) -> int:
+        """Book calls that reached a service, including the hotel's failed first tries."""
+        return sum(trip.book_calls for trip in self.trips.values())
+
+    @property
+    def cancel_calls(self) -> int:
+        """Cancel calls that reached a service."""
+        return sum(trip.cancel_calls for trip in self.trips.values()) + self.unknown_cancel_calls
+
+    @property
+    def repeated_calls(self) -> int:
+        """Calls that found their work already done (see the module docstring)."""
+        return sum(trip.repeated_calls for trip in self.trips.values())
+
+
+async def read_travel_counts(
+    engine: AsyncEngine, trip_ids: Collection[str] | None = None
+) -> TravelCounts:
+    """Bookings per trip, duplicates and calls, as the services recorded them; all trips,
+    or only `trip_ids`."""
+    table = travel_bookings
+    query = sa.select(
+        table.c.trip_id,
+        table.c.kind,
+        table.c.status,
+        table.c.confirmation,
+        table.c.book_calls,
+        table.c.cancel_calls,
+        table.c.repeated_calls,
+    )
+    if trip_ids is not None:
+        query = query.where(table.c.trip_id.in_(list(trip_ids)))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    confirmations: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    live: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    calls: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    unknown_cancels = 0
+    for row in rows:
+        if row.trip_id is None:
+            unknown_cancels += row.cancel_calls
+            continue
+        if row.confirmation is not None:
+            confirmations[row.trip_id][row.kind] += 1
+        if row.status == "booked":
+            live[row.trip_id][row.kind] += 1
+        calls[row.trip_id].update(
+            book=row.book_calls, cancel=row.cancel_calls, repeated=row.repeated_calls
+        )
+    trips = {
+        trip_id: TripBookings(
+            trip_id=trip_id,
+            confirmations=dict(confirmations[trip_id]),
+            live=dict(live[trip_id]),
+            book_calls=counted["book"],
+            cancel_calls=counted["cancel"],
+            repeated_calls=counted["repeated"],
+        )
+        for trip_id, counted in calls.items()
+    }
+    return TravelCounts(trips=trips, unknown_cancel_calls=unknown_cancels)
