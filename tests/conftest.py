@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -166,6 +166,30 @@ def postgres_url(postgres: PostgresDatabase) -> str:
     """A clean, migrated, seeded database on PostgreSQL only (for tests of its locks)."""
     postgres.reset()
     return postgres.url
+
+
+@pytest.fixture
+def empty_postgres_databases(postgres: PostgresDatabase) -> Iterator[Callable[[], str]]:
+    """Makes empty databases on the test server (for stores that migrate them themselves,
+    or several stores side by side); drops them afterwards."""
+    server = sa.make_url(postgres.url).set(drivername="postgresql+psycopg")
+    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    names: list[str] = []
+
+    def create() -> str:
+        name = f"widget_store_test_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        names.append(name)
+        return server.set(database=name, drivername="postgresql").render_as_string(False)
+
+    try:
+        yield create
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ read the order row, which is the one truth a checkout's answer is made from.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,11 +71,19 @@ async def start_checkout(checkout_key: str, request: CheckoutRequest) -> Checkou
     engine = services().engine
     deadline = time.monotonic() + CHECKOUT_REPLY_TIMEOUT_S
     with order_watch.watching(checkout_key) as news:  # subscribe first: no news slips by
+        with SetWorkflowID(checkout_key):
+            # DBOS waits out a database that refuses connections rather than fail; the
+            # shopper gets an answer in time anyway, and the start (shielded, so never
+            # half done) carries on, for the retry under the same key to find.
+            starting = asyncio.ensure_future(DBOS.start_workflow_async(checkout_workflow, request))
         try:
-            with SetWorkflowID(checkout_key):
-                await DBOS.start_workflow_async(checkout_workflow, request)
+            await asyncio.wait_for(asyncio.shield(starting), CHECKOUT_REPLY_TIMEOUT_S)
         except error.DBOSConflictingWorkflowError:
             pass  # an earlier version's checkout under this key: its order answers
+        except TimeoutError:
+            raise CheckoutStillStarting(
+                "the checkout is still starting; retry with the same idempotency key"
+            ) from None
         while True:
             async with engine.connect() as conn:
                 order = await queries.order_by_key(conn, checkout_key)

@@ -15,7 +15,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PostgresDatabase
 from tests.helpers import Shopper, cart, eventually
 from tests.server import ServerProcess
 from widget_store.config import DEMO_WEBHOOK_SECRET, PROJECT_ROOT, Database, Settings
@@ -62,19 +61,9 @@ def version_0_1(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def database(postgres: PostgresDatabase) -> Iterator[str]:
+def database(empty_postgres_databases: Callable[[], str]) -> str:
     """An empty database of its own: version 0.1 migrates it to its head, 0.2 to ours."""
-    server = sa.make_url(postgres.url).set(drivername="postgresql+psycopg")
-    name = f"widget_store_upgrade_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name, drivername="postgresql").render_as_string(False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return empty_postgres_databases()
 
 
 def pay_the_0_1_way(http: httpx.Client, order: dict[str, Any]) -> None:

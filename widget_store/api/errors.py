@@ -10,6 +10,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from widget_store.domain import (
     CheckoutRejected,
@@ -114,9 +115,19 @@ async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error"}, 500)
 
 
+async def pool_exhausted(request: Request, error: Exception) -> JSONResponse:
+    # Every connection this process may hold is busy: the store is at its budget
+    # (WIDGET_STORE_DB_POOL_SIZE), which keeps it inside the server's max_connections.
+    log.warning("no database connection free for %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"detail": "the store is busy; try again shortly"}, 503, {"Retry-After": "1"}
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid_input)
     app.add_exception_handler(StoreError, store_error)
     app.add_exception_handler(InvalidSignature, invalid_signature)
     app.add_exception_handler(DBAPIError, database_error)
+    app.add_exception_handler(PoolTimeout, pool_exhausted)
     app.add_exception_handler(Exception, unexpected_error)
