@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from widget_store import queries
 from widget_store.config import Database
+from widget_store.domain import OrderEvent, PricedLine
 from widget_store.events import Aggregate, EventPayloadError, decode
 from widget_store.schema import outbox
 
@@ -166,3 +167,29 @@ def test_two_transactions_writing_one_orders_events_queue_instead_of_colliding(
         return await sequences(engine)
 
     assert run_on(postgres_url, scenario) == [("order", 5, 1), ("order", 5, 2)]
+
+
+def test_a_log_entry_written_again_by_a_rerun_step_goes_to_the_outbox_once(
+    database_url: str,
+) -> None:
+    async def scenario(engine: AsyncEngine) -> tuple[list[bool], list[tuple[str, int, int]]]:
+        async with engine.begin() as conn:
+            order_id, _ = await queries.insert_order(
+                conn,
+                checkout_key="rerun",
+                fingerprint="f",
+                lines=[PricedLine(1, 1, 100)],
+                total_cents=100,
+                shipping_address="1 Main Street",
+                payment_id="pay_rerun",
+                access_token="t",
+            )
+        added = []
+        for _run in range(2):  # the step committed, died before its checkpoint, ran again
+            async with engine.begin() as conn:
+                added.append(await queries.append_event(conn, order_id, OrderEvent.ORDER_CREATED))
+        return added, await sequences(engine)
+
+    added, events = run_on(database_url, scenario)
+    assert added == [True, False]
+    assert events == [("order", 1, 1)]

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -55,12 +55,14 @@ async def append_event(db: Db, order_id: int, event: OrderEvent, detail: str = "
     """
     once_key = None if event in REPEATABLE_EVENTS else event.value
     now = utcnow()
+    # RETURNING says whether a row went in: after ON CONFLICT DO NOTHING, psycopg's
+    # rowcount is -1 either way.
     result = await db.execute(
-        _insert_ignoring_duplicates(db, order_events).values(
-            order_id=order_id, type=event.value, detail=detail, at=now, once_key=once_key
-        )
+        _insert_ignoring_duplicates(db, order_events)
+        .values(order_id=order_id, type=event.value, detail=detail, at=now, once_key=once_key)
+        .returning(order_events.c.event_id)
     )
-    added = bool(cast("sa.CursorResult[Any]", result).rowcount)
+    added = result.scalar_one_or_none() is not None
     if added:
         # The same change, for the rest of the business: an event exists if and only if
         # its change committed. The detail stays home (it may name a refund or an address).
