@@ -1,13 +1,17 @@
-"""HTTP-level guards that wrap the whole app: a body size limit and security headers.
+"""HTTP-level middleware that wraps the whole app: a body size limit, security headers,
+and request metrics.
 
-Both are plain ASGI middleware, so they act before FastAPI reads or parses anything.
+All are plain ASGI middleware, so they act before FastAPI reads or parses anything.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 
 from starlette.datastructures import MutableHeaders
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -108,3 +112,58 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+UNMATCHED_ROUTE = "unmatched"
+RecordRequest = Callable[[str, str, int, float], None]  # method, route, status, seconds
+
+
+class RequestMetrics:
+    """Count and time every request by method, route template and status.
+
+    The route is the template the router matched (`/order/{order_id}`), never the raw
+    path, so that a label value stands for a handful of series, not one per order; paths
+    no route matches share one value. Outermost, so it also sees the 413s and 500s that
+    the other middleware and the error handlers answer.
+    """
+
+    def __init__(self, app: ASGIApp, record: RecordRequest) -> None:
+        self.app = app
+        self.record = record
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # if the app raises before answering, the server answers 500
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            self.record(
+                scope["method"], route_template(scope), status, time.perf_counter() - started
+            )
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that served (or refused) this request."""
+    # The router leaves the route it matched in the scope, which the middleware shares.
+    path = getattr(scope.get("route"), "path", None)
+    if isinstance(path, str):
+        return path
+    # Mounts (/static) and Starlette's own routes (/docs) leave none: match them here.
+    app = scope.get("app")
+    for route in getattr(getattr(app, "router", None), "routes", ()):
+        if isinstance(route, Mount) and route.matches(scope)[0] is not Match.NONE:
+            return f"{route.path}/{{path}}"
+        path = getattr(route, "path", None)
+        if isinstance(path, str) and route.matches(scope)[0] is not Match.NONE:
+            return path
+    return UNMATCHED_ROUTE
