@@ -12,12 +12,13 @@ import httpx
 from dbos import DBOS, AsyncSQLAlchemyDatasource
 from fastapi import FastAPI
 
-from widget_store import __version__, durability, steps, watchdog
+from widget_store import __version__, durability, metrics, steps, tracing, watchdog
 from widget_store.api import COMMON_ERRORS, api_router
 from widget_store.api import faults as faults_api
+from widget_store.api import metrics as metrics_api
 from widget_store.api.errors import install_error_handlers
 from widget_store.config import Settings
-from widget_store.middleware import BodySizeLimit, SecurityHeaders
+from widget_store.middleware import BodySizeLimit, RequestMetrics, SecurityHeaders
 from widget_store.payments import PaymentProvider
 from widget_store.provider import SimulatedPaymentProvider, provider_router
 from widget_store.shipping import ShippingService, SimulatedCarrier
@@ -41,7 +42,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue = durability.internal_queue()
         durability.pace_dbos_background_work()
-        DBOS(config=durability.dbos_config(settings))
+        dbos_config = durability.dbos_config(settings)
+        tracing.trace_dbos(dbos_config, settings)
+        DBOS(config=dbos_config)
         datasource = await AsyncSQLAlchemyDatasource.create(
             settings.database.async_url, engine_kwargs=_engine_kwargs(settings)
         )
@@ -85,6 +88,7 @@ def create_app(
                 task.cancel()
             DBOS.destroy()
             await engine.dispose()
+            tracing.flush()
 
     logging.getLogger("widget_store").setLevel(settings.log_level)
     app = FastAPI(
@@ -95,12 +99,18 @@ def create_app(
     )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodySizeLimit)
+    metrics.set_enabled(settings.metrics)
+    if settings.metrics:
+        app.add_middleware(RequestMetrics, record=metrics.http_request)  # outermost: sees all
     install_error_handlers(app)
     app.include_router(api_router())
+    if settings.metrics:
+        app.include_router(metrics_api.router)
     if settings.fault_injection:
         app.include_router(faults_api.router)
     app.include_router(provider_router(lambda request: request.app.state.provider, COMMON_ERRORS))
     mount_web(app)
+    tracing.install(settings, app)
     return app
 
 

@@ -21,7 +21,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from dbos import DBOS, SetWorkflowID
+from dbos import DBOS, PropagateOtelContext, SetWorkflowID
+from dbos._core import WorkflowHandleAsyncTask
 from dbos._error import (
     DBOSConflictingWorkflowError,
     DBOSMaxStepRetriesExceeded,
@@ -29,7 +30,7 @@ from dbos._error import (
     DBOSUnexpectedStepError,
 )
 
-from widget_store import faults, queries
+from widget_store import faults, metrics, queries
 from widget_store.dead_letters import ParkedCompensations
 from widget_store.domain import (
     CancelReason,
@@ -50,6 +51,7 @@ from widget_store.domain import (
     ShortItem,
     UnknownProduct,
 )
+from widget_store.logs import log_context
 from widget_store.saga import Saga
 from widget_store.shipping import ShippingRejected
 from widget_store.steps import (
@@ -195,8 +197,18 @@ def _outcome(
 async def start_checkout(checkout_key: str, request: CheckoutRequest) -> CheckoutOutcome:
     """Start (or find) the checkout for this key and wait until stock is held or refused."""
     try:
-        with SetWorkflowID(checkout_key):
-            await DBOS.start_workflow_async(checkout_workflow, request)
+        # PropagateOtelContext stores the trace with the workflow: recovered elsewhere
+        # after a crash, it rejoins the checkout's trace (a no-op with tracing off).
+        with (
+            SetWorkflowID(checkout_key),
+            PropagateOtelContext(),
+            log_context(checkout_key=checkout_key),
+        ):
+            handle = await DBOS.start_workflow_async(checkout_workflow, request)
+        # DBOS runs the workflow here only when this call inserted it (a retry of the key
+        # gets a polling handle): count each new checkout once.
+        if isinstance(handle, WorkflowHandleAsyncTask):
+            metrics.checkout_started()
     except DBOSConflictingWorkflowError:
         raise IdempotencyConflict(
             "this idempotency key is already used for something else"
@@ -249,6 +261,7 @@ async def accept_payment_verdict(
     """
     engine = services().datasource.engine
     now = datetime.now(UTC)
+    repeated = False
     async with engine.begin() as conn:
         order = await queries.order_by_payment(conn, payment_id)
         if order is None:
@@ -269,7 +282,8 @@ async def accept_payment_verdict(
     await DBOS.send_async(
         order.checkout_key, verdict.value, PAYMENT_TOPIC, idempotency_key=event_id
     )
-    return {"order_id": order.order_id, "status": verdict.value}
+    # `duplicate` is for the route's metrics; the reply is the same either way.
+    return {"order_id": order.order_id, "status": verdict.value, "duplicate": repeated}
 
 
 def _closed_message(order: Any, now: datetime) -> str:
