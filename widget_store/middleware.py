@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable
 
+from fastapi.routing import iter_route_contexts
 from starlette.datastructures import MutableHeaders
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -136,6 +137,8 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        # The router rewrites the scope as it descends into a mount; keep the request's.
+        request_scope = dict(scope)
         status = 500  # if the app raises before answering, the server answers 500
 
         async def send_noting_status(message: Message) -> None:
@@ -147,23 +150,27 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_noting_status)
         finally:
-            self.record(
-                scope["method"], route_template(scope), status, time.perf_counter() - started
-            )
+            route = route_template(scope, request_scope)
+            self.record(scope["method"], route, status, time.perf_counter() - started)
 
 
-def route_template(scope: Scope) -> str:
-    """The template of the route that served (or refused) this request."""
+def route_template(served: Scope, request: Scope) -> str:
+    """The template of the route that served (or refused) this request.
+
+    `served` is the scope after the app ran, `request` a copy of it from before.
+    """
     # The router leaves the route it matched in the scope, which the middleware shares.
-    path = getattr(scope.get("route"), "path", None)
+    path = getattr(served.get("route"), "path", None)
     if isinstance(path, str):
         return path
-    # Mounts (/static) and Starlette's own routes (/docs) leave none: match them here.
-    app = scope.get("app")
-    for route in getattr(getattr(app, "router", None), "routes", ()):
-        if isinstance(route, Mount) and route.matches(scope)[0] is not Match.NONE:
+    # Mounts (/static), Starlette's own routes (/docs) and requests refused before the
+    # router (413) leave none: match the request against the top-level routes here.
+    app = request.get("app")
+    for route in iter_route_contexts(getattr(getattr(app, "router", None), "routes", [])):
+        if route.matches(dict(request))[0] is Match.NONE:
+            continue
+        if isinstance(route.original_route, Mount):
             return f"{route.path}/{{path}}"
-        path = getattr(route, "path", None)
-        if isinstance(path, str) and route.matches(scope)[0] is not Match.NONE:
-            return path
+        if isinstance(route.path, str):
+            return route.path
     return UNMATCHED_ROUTE
