@@ -6,6 +6,8 @@ WIDGET_STORE_REQUIRE_POSTGRES=1, which turns a missing URL into an error instead
 
 Browser tests (tests/browser/) need Debian's Chromium at /usr/bin/chromium, the same way:
 skipped without it, an error when WIDGET_STORE_REQUIRE_BROWSER is set (CI sets it).
+The alert and Prometheus tests need Debian's `prometheus` package (`prometheus`,
+`promtool`): skipped without it, a failure when WIDGET_STORE_REQUIRE_PROMETHEUS is set.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ from widget_store.schema import products
 PG_URL_VARIABLE = "WIDGET_STORE_TEST_DATABASE_URL"
 REQUIRE_PG_VARIABLE = "WIDGET_STORE_REQUIRE_POSTGRES"
 REQUIRE_BROWSER_VARIABLE = "WIDGET_STORE_REQUIRE_BROWSER"
+REQUIRE_PROMETHEUS_VARIABLE = "WIDGET_STORE_REQUIRE_PROMETHEUS"
 # Where the screenshots test writes: docs/screenshots/ when set, else test-artifacts/.
 UPDATE_SCREENSHOTS_VARIABLE = "WIDGET_STORE_UPDATE_SCREENSHOTS"
 # Debian's Chromium, driven by Playwright (whose own browser download cannot work here).
@@ -170,3 +173,22 @@ def postgres_server_binaries() -> None:
     if os.environ.get("WIDGET_STORE_REQUIRE_POSTGRES"):
         pytest.fail("this test needs PostgreSQL's server binaries (initdb, pg_ctl)")
     pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+
+
+@dataclass(frozen=True)
+class PrometheusBinaries:
+    prometheus: Path
+    promtool: Path
+
+
+@pytest.fixture
+def prometheus_binaries() -> PrometheusBinaries:
+    """Debian's `prometheus` package. Required in CI (WIDGET_STORE_REQUIRE_PROMETHEUS),
+    skipped elsewhere."""
+    found = {name: shutil.which(name) for name in ("prometheus", "promtool")}
+    if all(found.values()):
+        return PrometheusBinaries(Path(found["prometheus"] or ""), Path(found["promtool"] or ""))
+    missing = ", ".join(name for name, path in found.items() if not path)
+    if os.environ.get(REQUIRE_PROMETHEUS_VARIABLE):
+        pytest.fail(f"{REQUIRE_PROMETHEUS_VARIABLE} is set, but not installed: {missing}")
+    pytest.skip(f"not installed: {missing} (apt-get install prometheus)")

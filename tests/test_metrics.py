@@ -34,7 +34,7 @@ WEBHOOKS = "widget_store_webhook_deliveries_total"
 
 def test_the_metrics_page_has_every_fixed_name_in_prometheus_text(store: Store) -> None:
     store.http.get("/healthz")
-    assert FIXED_NAMES <= names(scrape(store.http))
+    assert names(scrape(store.http)) >= FIXED_NAMES
 
 
 def test_requests_are_counted_by_route_template_never_by_raw_path(store: Store) -> None:
@@ -173,7 +173,8 @@ def test_a_workflow_on_an_executor_this_deployment_lacks_is_orphaned(store: Stor
     store.checkout(cart((1, 1)), key=key)
     assert value(scrape(store.http), "widget_store_orphaned_sagas") == 0
     store.execute(
-        f"UPDATE {workflow_table(store)} SET executor_id = 'widget-store-7' WHERE workflow_uuid = :key",
+        f"UPDATE {workflow_table(store)} SET executor_id = 'widget-store-7'"
+        " WHERE workflow_uuid = :key",
         key=key,
     )
     assert value(scrape(store.http), "widget_store_orphaned_sagas") == 1
