@@ -30,7 +30,7 @@ from dbos._error import (
     DBOSUnexpectedStepError,
 )
 
-from widget_store import faults, metrics, queries
+from widget_store import faults, metrics, queries, tracing
 from widget_store.dead_letters import ParkedCompensations
 from widget_store.domain import (
     CancelReason,
@@ -279,6 +279,7 @@ async def accept_payment_verdict(
                 raise PaymentClosed(
                     _closed_message(current, now), order=queries.order_state(current)
                 )
+    await tracing.link_to_workflow(order.checkout_key)
     await DBOS.send_async(
         order.checkout_key, verdict.value, PAYMENT_TOPIC, idempotency_key=event_id
     )

@@ -12,6 +12,8 @@ When on:
   its spans are the request span's children without further ado. `PropagateOtelContext`
   (at the start of a checkout) also stores the trace context with the workflow, so that
   a workflow recovered in another process after a crash rejoins the same trace.
+- The webhook request that wakes a checkout links to the checkout's trace
+  (`link_to_workflow`): it is a trace of its own, started by the provider.
 - `logs.log_context(...)` labels the active span with the order ID, checkout key and
   step (`annotate`). DBOS records no inputs or outputs on its spans, and FastAPI's
   records paths, not bodies: no payment data or address reaches a span.
@@ -32,6 +34,8 @@ from opentelemetry import trace
 from widget_store.config import Settings, Tracing
 
 ATTRIBUTE_PREFIX = "widget_store."
+# Where PropagateOtelContext stores a workflow's trace context among its attributes.
+DBOS_TRACE_ATTRIBUTE = "dbos.otelContext"
 # Health checks and scrapes would be most of the traces and say nothing.
 EXCLUDED_URLS = "/metrics,/healthz"
 
@@ -73,6 +77,25 @@ def annotate(attributes: Mapping[str, Any]) -> None:
     span = trace.get_current_span()
     if attributes and span.is_recording():
         span.set_attributes({ATTRIBUTE_PREFIX + key: value for key, value in attributes.items()})
+
+
+async def link_to_workflow(workflow_id: str) -> None:
+    """Link the active span to the trace of the workflow it acts on: the webhook request
+    that wakes a checkout, to the checkout's trace. Only when tracing is on: it reads the
+    trace context the workflow was started with from DBOS (one query)."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    from dbos import DBOS
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    status = await DBOS.get_workflow_status_async(workflow_id)
+    carrier = (status.attributes or {}).get(DBOS_TRACE_ATTRIBUTE) if status else None
+    if not isinstance(carrier, dict):
+        return
+    linked = trace.get_current_span(TraceContextTextMapPropagator().extract(carrier))
+    if linked.get_span_context().is_valid:
+        span.add_link(linked.get_span_context(), {ATTRIBUTE_PREFIX + "link": "wakes the checkout"})
 
 
 def _tracer_provider(config: Tracing) -> Any:
