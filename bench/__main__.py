@@ -4,6 +4,7 @@ python -m bench throughput            # 1, 8, 32 and 64 shoppers on PostgreSQL, 
 python -m bench throughput --embedded # the same on the embedded SQLite default
 python -m bench recovery              # kill -9 with checkouts in flight
 python -m bench waiting               # 10,000 checkouts waiting for payment
+python -m bench observability         # purchases with metrics and JSON logs off and on, in turns
 python -m bench smoke                 # seconds; what CI runs so the benchmark never rots
 """
 
@@ -36,6 +37,11 @@ def main() -> None:
     waiting.add_argument("--waiting", type=int, default=10_000)
     waiting.add_argument("--seconds", type=float, default=20.0)
     commands.add_parser("floor", help="DBOS's own CPU and commits per durable step")
+    cost = commands.add_parser("observability", help="throughput with metrics and JSON logs on/off")
+    cost.add_argument("--levels", default="1,8,32")
+    cost.add_argument("--seconds", type=float, default=20.0)
+    cost.add_argument("--rounds", type=int, default=2)
+    cost.add_argument("--workers", type=int, default=1)
     smoke = commands.add_parser("smoke", help="a few seconds of each, no targets (CI)")
     smoke.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "bench-smoke")
     args = parser.parse_args()
@@ -55,6 +61,9 @@ def main() -> None:
         scenarios.waiting(args.waiting, args.seconds)
     elif args.command == "floor":
         scenarios.floor()
+    elif args.command == "observability":
+        levels = [int(level) for level in args.levels.split(",")]
+        scenarios.observability(levels, args.seconds, args.rounds, args.workers)
     else:
         scenarios.smoke(args.results)
 

@@ -55,6 +55,47 @@ def throughput(
     print(f"saved {results / (label + '.json')} and {picture}")
 
 
+def observability(
+    levels: list[int],
+    seconds: float,
+    rounds: int,
+    workers: int,
+    *,
+    results: Path = RESULTS,
+    name: str = "observability",
+) -> None:
+    from bench import observability as cost
+
+    print(
+        f"Metrics and JSON logs off and on, {workers} app process(es), {seconds:g} s per run, "
+        f"{rounds} round(s), in turns"
+    )
+    comparisons = cost.compare(levels, seconds, rounds, workers)
+    print()
+    print(cost.table(comparisons))
+    worst = min(comparisons, key=lambda c: c.change_pct)
+    print(
+        target(
+            f"purchases/s with them vs without ({worst.shoppers} shoppers, the worst level)",
+            100 + worst.change_pct,
+            90,
+            at_most=False,
+            unit="%",
+        )
+    )
+    save_json(
+        name,
+        {
+            "workers": workers,
+            "seconds_per_run": seconds,
+            "rounds": rounds,
+            "levels": [c.to_json() for c in comparisons],
+        },
+        results,
+    )
+    print(f"saved {results / (name + '.json')}")
+
+
 def recovery(in_flight: int, results: Path = RESULTS) -> None:
     from bench import recovery as recovery_bench
 
@@ -143,3 +184,4 @@ def smoke(results: Path) -> None:
     throughput([1, 4], 2.0, 1, results=results, name="smoke-throughput", measure_idle=False)
     recovery(6, results)
     waiting(20, 2.0, results)
+    observability([2], 2.0, 1, 1, results=results, name="smoke-observability")
