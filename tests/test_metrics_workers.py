@@ -57,3 +57,4 @@ def test_a_scrape_of_either_worker_sums_both_workers_counts(server: ServerProces
     # A worker killed mid-flight leaves its counts behind in the shared folder.
     server.kill_worker()
     assert healthz_count(server) - before >= made
+    assert "Traceback" not in server.log(), "the child_exit hook failed"
