@@ -9,12 +9,15 @@ reads its /metrics every second (Prometheus' default is every 15 s).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from statistics import mean
+from statistics import mean, median
 from typing import Any
 
 import httpx
@@ -51,9 +54,20 @@ class Comparison:
 
     @property
     def change_pct(self) -> float:
-        """Purchases/s with metrics and JSON logs against without, in percent."""
+        """Purchases/s with metrics and JSON logs against without, in percent (means)."""
         off = self.purchases_per_s(self.off)
         return (self.purchases_per_s(self.on) / off - 1) * 100 if off else 0.0
+
+    @property
+    def paired_change_pct(self) -> float:
+        """The median of each round's change: its two runs were back to back, so a
+        machine that slows down between rounds weighs less on it than on the means."""
+        changes = [
+            (on.purchases_per_s / off.purchases_per_s - 1) * 100
+            for off, on in zip(self.off, self.on, strict=True)
+            if off.purchases_per_s
+        ]
+        return median(changes) if changes else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +84,7 @@ class Comparison:
                 "on": self.checkout_p50(self.on),
             },
             "change_pct": self.change_pct,
+            "paired_change_pct": self.paired_change_pct,
         }
 
 
@@ -101,7 +116,7 @@ def compare(levels: list[int], seconds: float, rounds: int, workers: int) -> lis
     ):
         time.sleep(max(0.0, off.started_at + SETTLE_AFTER_START_S - time.monotonic()))
         for store in (off, on):
-            run_level(store, max(levels), min(WARM_UP_S, seconds), None)
+            run_level(store, max(levels), min(WARM_UP_S, seconds), None, count_commits=False)
         results = {shoppers: Comparison(shoppers, [], []) for shoppers in levels}
         for round_number in range(rounds):
             for shoppers in levels:
@@ -109,11 +124,11 @@ def compare(levels: list[int], seconds: float, rounds: int, workers: int) -> lis
                 for label, store in turns if round_number % 2 == 0 else turns[::-1]:
                     if label == "on":
                         with scraping(store) as statuses:
-                            level = run_level(store, shoppers, seconds, None)
+                            level = run_level(store, shoppers, seconds, None, count_commits=False)
                         assert statuses and set(statuses) == {200}, statuses
                         results[shoppers].on.append(level)
                     else:
-                        level = run_level(store, shoppers, seconds, None)
+                        level = run_level(store, shoppers, seconds, None, count_commits=False)
                         results[shoppers].off.append(level)
                     print(
                         f"  round {round_number + 1}, {shoppers:>3} shoppers, {label:>3}: "
@@ -126,7 +141,7 @@ def compare(levels: list[int], seconds: float, rounds: int, workers: int) -> lis
 
 def table(comparisons: list[Comparison]) -> str:
     rows = [
-        f"{'shoppers':>8} {'purch/s off':>12} {'purch/s on':>11} {'change':>8} "
+        f"{'shoppers':>8} {'purch/s off':>12} {'purch/s on':>11} {'change':>8} {'paired':>8} "
         f"{'CPU ms/p off':>13} {'CPU ms/p on':>12} {'checkout p50 off/on ms':>23}"
     ]
     for c in comparisons:
@@ -134,7 +149,54 @@ def table(comparisons: list[Comparison]) -> str:
         p50_off, p50_on = c.checkout_p50(c.off), c.checkout_p50(c.on)
         rows.append(
             f"{c.shoppers:>8} {c.purchases_per_s(c.off):>12.1f} {c.purchases_per_s(c.on):>11.1f} "
-            f"{c.change_pct:>+7.1f}% {cpu_off or 0:>13.0f} {cpu_on or 0:>12.0f} "
+            f"{c.change_pct:>+7.1f}% {c.paired_change_pct:>+7.1f}% "
+            f"{cpu_off or 0:>13.0f} {cpu_on or 0:>12.0f} "
             f"{f'{p50_off or 0:.0f} / {p50_on or 0:.0f}':>23}"
         )
     return "\n".join(rows)
+
+
+# A purchase is a checkout, a webhook and one or two long polls of the order: at most
+# five requests, one webhook delivery and one new checkout to count.
+REQUESTS_PER_PURCHASE = 5
+
+
+def per_operation_costs() -> dict[str, float]:
+    """`bench.observability_micro`'s figures, from a process of its own (prometheus-client
+    chooses multiprocess mode once, on import)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.observability_micro"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    figures: dict[str, float] = json.loads(result.stdout)
+    request_us = figures["with_request_metrics_us"] - figures["bare_request_us"]
+    figures["per_purchase_us"] = (
+        REQUESTS_PER_PURCHASE * request_us
+        + figures["record_webhook_us"]
+        + figures["record_checkout_started_us"]
+    )
+    return figures
+
+
+def per_operation_table(figures: dict[str, float], cpu_ms_per_purchase: float | None) -> str:
+    request_us = figures["with_request_metrics_us"] - figures["bare_request_us"]
+    share = (
+        f", {figures['per_purchase_us'] / (cpu_ms_per_purchase * 10):.2f} % of the "
+        f"{cpu_ms_per_purchase:.0f} ms of CPU a purchase takes without them"
+        if cpu_ms_per_purchase
+        else ""
+    )
+    return "\n".join(
+        [
+            "Per operation (CPU time, multiprocess mode):",
+            f"  request metrics per request    {request_us:8.1f} us",
+            f"  a webhook delivery counted     {figures['record_webhook_us']:8.1f} us",
+            f"  a log record, text / JSON      {figures['text_record_us']:8.1f} / "
+            f"{figures['json_record_us']:.1f} us",
+            f"  a scrape's exposition          {figures['scrape_ms']:8.2f} ms",
+            f"  per purchase, at most          {figures['per_purchase_us']:8.1f} us{share}",
+        ]
+    )

@@ -71,13 +71,16 @@ def observability(
         f"{rounds} round(s), in turns"
     )
     comparisons = cost.compare(levels, seconds, rounds, workers)
+    figures = cost.per_operation_costs()
+    cpu_off = [c.cpu_ms(c.off) for c in comparisons if c.cpu_ms(c.off)]
     print()
     print(cost.table(comparisons))
-    worst = min(comparisons, key=lambda c: c.change_pct)
+    print(cost.per_operation_table(figures, min(cpu_off) if cpu_off else None))
+    worst = min(comparisons, key=lambda c: c.paired_change_pct)
     print(
         target(
-            f"purchases/s with them vs without ({worst.shoppers} shoppers, the worst level)",
-            100 + worst.change_pct,
+            f"purchases/s with them vs without ({worst.shoppers} shoppers, worst, paired)",
+            100 + worst.paired_change_pct,
             90,
             at_most=False,
             unit="%",
@@ -90,6 +93,7 @@ def observability(
             "seconds_per_run": seconds,
             "rounds": rounds,
             "levels": [c.to_json() for c in comparisons],
+            "per_operation": figures,
         },
         results,
     )

@@ -38,3 +38,4 @@ def test_the_benchmark_smoke_run_measures_every_scenario(tmp_path: Path) -> None
     (level,) = cost["levels"]
     assert level["shoppers"] == 2 and level["off"] and level["on"]
     assert all(run["purchases"] > 0 and run["errors"] == 0 for run in level["off"] + level["on"])
+    assert 0 < cost["per_operation"]["per_purchase_us"] < 10_000
