@@ -42,6 +42,10 @@ def main() -> None:
     cost.add_argument("--seconds", type=float, default=20.0)
     cost.add_argument("--rounds", type=int, default=2)
     cost.add_argument("--workers", type=int, default=1)
+    cost.add_argument(
+        "--control", action="store_true", help="both stores without them: the noise floor"
+    )
+    cost.add_argument("--name", default=None, help="the results' file name")
     smoke = commands.add_parser("smoke", help="a few seconds of each, no targets (CI)")
     smoke.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "bench-smoke")
     args = parser.parse_args()
@@ -63,7 +67,10 @@ def main() -> None:
         scenarios.floor()
     elif args.command == "observability":
         levels = [int(level) for level in args.levels.split(",")]
-        scenarios.observability(levels, args.seconds, args.rounds, args.workers)
+        name = args.name or ("observability-control" if args.control else "observability")
+        scenarios.observability(
+            levels, args.seconds, args.rounds, args.workers, name=name, control=args.control
+        )
     else:
         scenarios.smoke(args.results)
 

@@ -108,11 +108,16 @@ def scraping(store: BenchStore) -> Iterator[list[int]]:
         thread.join()
 
 
-def compare(levels: list[int], seconds: float, rounds: int, workers: int) -> list[Comparison]:
+def compare(
+    levels: list[int], seconds: float, rounds: int, workers: int, *, control: bool = False
+) -> list[Comparison]:
+    """Each level on each store in turn. `control` runs the second store without metrics
+    and JSON logs too: what the comparison reads when there is nothing to find, which is
+    how much of a difference the machine's noise alone makes."""
     options = {"workers": workers}
     with (
         BenchStore(StoreOptions(**options, env={**OFF, **LOG_LEVEL})) as off,
-        BenchStore(StoreOptions(**options, env={**ON, **LOG_LEVEL})) as on,
+        BenchStore(StoreOptions(**options, env={**(OFF if control else ON), **LOG_LEVEL})) as on,
     ):
         time.sleep(max(0.0, off.started_at + SETTLE_AFTER_START_S - time.monotonic()))
         for store in (off, on):
@@ -122,14 +127,15 @@ def compare(levels: list[int], seconds: float, rounds: int, workers: int) -> lis
             for shoppers in levels:
                 turns = [("off", off), ("on", on)]
                 for label, store in turns if round_number % 2 == 0 else turns[::-1]:
-                    if label == "on":
+                    if label == "on" and not control:
                         with scraping(store) as statuses:
                             level = run_level(store, shoppers, seconds, None, count_commits=False)
                         assert statuses and set(statuses) == {200}, statuses
                         results[shoppers].on.append(level)
                     else:
                         level = run_level(store, shoppers, seconds, None, count_commits=False)
-                        results[shoppers].off.append(level)
+                        runs = results[shoppers].on if label == "on" else results[shoppers].off
+                        runs.append(level)
                     print(
                         f"  round {round_number + 1}, {shoppers:>3} shoppers, {label:>3}: "
                         f"{level.purchases_per_s:.1f} purchases/s, "

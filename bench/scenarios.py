@@ -63,14 +63,13 @@ def observability(
     *,
     results: Path = RESULTS,
     name: str = "observability",
+    control: bool = False,
 ) -> None:
     from bench import observability as cost
 
-    print(
-        f"Metrics and JSON logs off and on, {workers} app process(es), {seconds:g} s per run, "
-        f"{rounds} round(s), in turns"
-    )
-    comparisons = cost.compare(levels, seconds, rounds, workers)
+    what = "Control: two stores both without" if control else "Metrics and JSON logs off and on"
+    print(f"{what}, {workers} app process(es), {seconds:g} s per run, {rounds} round(s), in turns")
+    comparisons = cost.compare(levels, seconds, rounds, workers, control=control)
     figures = cost.per_operation_costs()
     cpu_off = [c.cpu_ms(c.off) for c in comparisons if c.cpu_ms(c.off)]
     print()
@@ -92,6 +91,7 @@ def observability(
             "workers": workers,
             "seconds_per_run": seconds,
             "rounds": rounds,
+            "control": control,
             "levels": [c.to_json() for c in comparisons],
             "per_operation": figures,
         },
