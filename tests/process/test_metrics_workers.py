@@ -13,7 +13,7 @@ from tests.conftest import PostgresDatabase
 from tests.metrics_scrape import parse, value
 from tests.server import ServerProcess, running_server
 
-pytestmark = [pytest.mark.process, pytest.mark.postgres]
+pytestmark = pytest.mark.postgres
 
 HEALTHZ = {"method": "GET", "route": "/healthz", "status": "200"}
 REQUESTS = "widget_store_http_requests_total"

@@ -6,19 +6,13 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from tests.helpers import Store, cart, new_key
-from tests.server import running_server
-from tests.test_ops import RefundsFailThreeTimes
-from widget_store.config import LogFormat, Settings
+from widget_store.config import LogFormat
 from widget_store.logs import JsonFormatter, configure, current_context, log_context
 
 
@@ -98,45 +92,3 @@ def test_configure_installs_one_handler_however_often_it_runs() -> None:
         assert len(ours) == 1 and not isinstance(ours[0].formatter, JsonFormatter)
     finally:
         root.handlers = saved
-
-
-def test_a_saga_warning_names_its_checkout(settings: Settings) -> None:
-    key = new_key()
-    with (
-        Store.running(settings, payments=lambda _simulated: RefundsFailThreeTimes()) as store,
-        json_lines("dbos") as stream,
-    ):
-        placed = store.checkout(cart((1, 1), address="1 invalid road"), key=key).json()
-        total = store.order(placed["order_id"])["total_cents"]
-        assert store.webhook(placed["payment_id"], "paid", total).status_code == 200
-        deadline = time.monotonic() + 20
-        while "RefundPayment failed" not in stream.getvalue():
-            assert time.monotonic() < deadline, stream.getvalue()
-            time.sleep(0.05)
-    warning = next(e for e in entries(stream) if "RefundPayment failed" in e["message"])
-    assert warning["checkout_key"] == key, "the workflow inherits the route's log context"
-    assert warning["workflow_id"] == key
-
-
-@pytest.mark.process
-def test_the_served_store_logs_only_json_lines_from_every_logger(
-    database_url: str, tmp_path: Path
-) -> None:
-    log = tmp_path / "server.log"
-    env = {
-        "WIDGET_STORE_DATABASE_URL": database_url,
-        "WIDGET_STORE_LOG_FORMAT": "json",
-        "WIDGET_STORE_LOG_LEVEL": "INFO",
-    }
-    with running_server(env, log) as server:
-        assert server.http.post("/payment_webhook/pay_x/paid", content=b"{}").status_code == 401
-        deadline = time.monotonic() + 10
-        while "refused webhook" not in log.read_text():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    lines = [line for line in log.read_text().splitlines() if line.strip()]
-    parsed = [json.loads(line) for line in lines]  # raises on any line that is not JSON
-    assert all({"time", "level", "logger", "message"} <= set(entry) for entry in parsed)
-    loggers = {entry["logger"] for entry in parsed}
-    assert {"widget_store.cli", "gunicorn.error", "uvicorn.error", "dbos"} <= loggers, loggers
-    assert any(e["logger"] == "widget_store.api" and e["level"] == "WARNING" for e in parsed)

@@ -19,7 +19,7 @@ from tests.helpers import Shopper, cart, new_key
 from tests.server import running_server
 from widget_store.config import Database, Settings
 
-pytestmark = [pytest.mark.process, pytest.mark.postgres]
+pytestmark = pytest.mark.postgres
 
 # ConsoleSpanExporter prints each span as an indented JSON object.
 SPAN = re.compile(r"^\{\n.*?^\}$", re.DOTALL | re.MULTILINE)

@@ -18,7 +18,7 @@ from tests.helpers import Shopper, cart
 from tests.server import ServerProcess, free_port, running_server
 from widget_store.config import PROJECT_ROOT, Database, Settings
 
-pytestmark = [pytest.mark.process, pytest.mark.postgres]
+pytestmark = pytest.mark.postgres
 
 ALERTS = PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml"
 
