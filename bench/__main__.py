@@ -4,6 +4,7 @@ python -m bench throughput            # 1, 8, 32 and 64 shoppers on PostgreSQL, 
 python -m bench throughput --embedded # the same on the embedded SQLite default
 python -m bench recovery              # kill -9 with checkouts in flight
 python -m bench waiting               # 10,000 checkouts waiting for payment
+python -m bench observability         # purchases with metrics and JSON logs off and on, in turns
 python -m bench smoke                 # seconds; what CI runs so the benchmark never rots
 python -m bench trips                 # the trip saga on the store and on Temporal, side by side
 python -m bench trips --smoke         # seconds of it
@@ -39,6 +40,15 @@ def main() -> None:
     waiting.add_argument("--waiting", type=int, default=10_000)
     waiting.add_argument("--seconds", type=float, default=20.0)
     commands.add_parser("floor", help="DBOS's own CPU and commits per durable step")
+    cost = commands.add_parser("observability", help="throughput with metrics and JSON logs on/off")
+    cost.add_argument("--levels", default="1,8,32")
+    cost.add_argument("--seconds", type=float, default=20.0)
+    cost.add_argument("--rounds", type=int, default=2)
+    cost.add_argument("--workers", type=int, default=1)
+    cost.add_argument(
+        "--control", action="store_true", help="both stores without them: the noise floor"
+    )
+    cost.add_argument("--name", default=None, help="the results' file name")
     smoke = commands.add_parser("smoke", help="a few seconds of each, no targets (CI)")
     smoke.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "bench-smoke")
     trips = commands.add_parser("trips", help="the trip saga: the store against Temporal")
@@ -81,6 +91,12 @@ def main() -> None:
         sys.exit(scenarios.trips(args))
     elif args.command == "floor":
         scenarios.floor()
+    elif args.command == "observability":
+        levels = [int(level) for level in args.levels.split(",")]
+        name = args.name or ("observability-control" if args.control else "observability")
+        scenarios.observability(
+            levels, args.seconds, args.rounds, args.workers, name=name, control=args.control
+        )
     else:
         scenarios.smoke(args.results)
 

@@ -57,6 +57,51 @@ def throughput(
     print(f"saved {results / (label + '.json')} and {picture}")
 
 
+def observability(
+    levels: list[int],
+    seconds: float,
+    rounds: int,
+    workers: int,
+    *,
+    results: Path = RESULTS,
+    name: str = "observability",
+    control: bool = False,
+) -> None:
+    from bench import observability as cost
+
+    what = "Control: two stores both without" if control else "Metrics and JSON logs off and on"
+    print(f"{what}, {workers} app process(es), {seconds:g} s per run, {rounds} round(s), in turns")
+    comparisons = cost.compare(levels, seconds, rounds, workers, control=control)
+    figures = cost.per_operation_costs()
+    cpu_off = [c.cpu_ms(c.off) for c in comparisons if c.cpu_ms(c.off)]
+    print()
+    print(cost.table(comparisons))
+    print(cost.per_operation_table(figures, min(cpu_off) if cpu_off else None))
+    worst = min(comparisons, key=lambda c: c.paired_change_pct)
+    print(
+        target(
+            f"purchases/s with them vs without ({worst.shoppers} shoppers, worst, paired)",
+            100 + worst.paired_change_pct,
+            90,
+            at_most=False,
+            unit="%",
+        )
+    )
+    save_json(
+        name,
+        {
+            "workers": workers,
+            "seconds_per_run": seconds,
+            "rounds": rounds,
+            "control": control,
+            "levels": [c.to_json() for c in comparisons],
+            "per_operation": figures,
+        },
+        results,
+    )
+    print(f"saved {results / (name + '.json')}")
+
+
 def recovery(in_flight: int, results: Path = RESULTS) -> None:
     from bench import recovery as recovery_bench
 
@@ -174,3 +219,4 @@ def smoke(results: Path) -> None:
     throughput([1, 4], 2.0, 1, results=results, name="smoke-throughput", measure_idle=False)
     recovery(6, results)
     waiting(20, 2.0, results)
+    observability([2], 2.0, 1, 1, results=results, name="smoke-observability")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -22,6 +22,7 @@ class StoreOptions:
     workers: int = 1
     dispatch_s: float = 0.0
     payment_timeout_s: float = 900.0
+    env: dict[str, str] = field(default_factory=dict)  # more settings, over the defaults
 
 
 class BenchStore:
@@ -47,6 +48,7 @@ class BenchStore:
                 "WIDGET_STORE_PAYMENT_TIMEOUT_S": str(options.payment_timeout_s),
                 "WIDGET_STORE_WORKERS": str(options.workers),
                 "WIDGET_STORE_LOG_LEVEL": "WARNING",
+                **options.env,
             },
             self.folder / "server.log",
         )

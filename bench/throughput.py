@@ -66,9 +66,14 @@ def run_level(
     seconds: float,
     idle: IdleRate | None,
     poll_s: float | None = None,
+    *,
+    count_commits: bool = True,
 ) -> Level:
+    """One level of load. Counting commits waits for PostgreSQL's statistics to settle
+    (11 s); comparisons that need only throughput and CPU skip it."""
     price = store.price_cents()
-    counters_before = store.counters.read() if store.counters else None
+    counters = store.counters if count_commits else None
+    counters_before = counters.read() if counters else None
     cpu_before = cpu_seconds(store.pids())
     started = time.monotonic()
     result = asyncio.run(
@@ -83,9 +88,9 @@ def run_level(
     store.settle()
     cpu_used = cpu_seconds(store.pids()) - cpu_before
     commits = statements = None
-    if store.counters and counters_before:
+    if counters and counters_before:
         time.sleep(STATS_SETTLE_S)
-        counters_after = store.counters.read()
+        counters_after = counters.read()
         elapsed = time.monotonic() - started
         idle_commits = idle.commits_per_s * elapsed if idle else 0.0
         idle_statements = idle.statements_per_s * elapsed if idle else 0.0

@@ -10,6 +10,9 @@ skipped without it, an error when WIDGET_STORE_REQUIRE_BROWSER is set (CI sets i
 Broker tests (those taking `nats_server`, marked `broker`) start a private
 `nats-server -js` each: skipped without the binary, a failure when
 WIDGET_STORE_REQUIRE_BROKER is set (CI sets it).
+
+The alert and Prometheus tests need Debian's `prometheus` package (`prometheus`,
+`promtool`): skipped without it, a failure when WIDGET_STORE_REQUIRE_PROMETHEUS is set.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,7 @@ PG_URL_VARIABLE = "WIDGET_STORE_TEST_DATABASE_URL"
 REQUIRE_PG_VARIABLE = "WIDGET_STORE_REQUIRE_POSTGRES"
 REQUIRE_BROWSER_VARIABLE = "WIDGET_STORE_REQUIRE_BROWSER"
 REQUIRE_BROKER_VARIABLE = "WIDGET_STORE_REQUIRE_BROKER"
+REQUIRE_PROMETHEUS_VARIABLE = "WIDGET_STORE_REQUIRE_PROMETHEUS"
 # Where the screenshots test writes: docs/screenshots/ when set, else test-artifacts/.
 UPDATE_SCREENSHOTS_VARIABLE = "WIDGET_STORE_UPDATE_SCREENSHOTS"
 # Debian's Chromium, driven by Playwright (whose own browser download cannot work here).
@@ -229,3 +233,22 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.kill()
+
+
+@dataclass(frozen=True)
+class PrometheusBinaries:
+    prometheus: Path
+    promtool: Path
+
+
+@pytest.fixture
+def prometheus_binaries() -> PrometheusBinaries:
+    """Debian's `prometheus` package. Required in CI (WIDGET_STORE_REQUIRE_PROMETHEUS),
+    skipped elsewhere."""
+    found = {name: shutil.which(name) for name in ("prometheus", "promtool")}
+    if all(found.values()):
+        return PrometheusBinaries(Path(found["prometheus"] or ""), Path(found["promtool"] or ""))
+    missing = ", ".join(name for name, path in found.items() if not path)
+    if os.environ.get(REQUIRE_PROMETHEUS_VARIABLE):
+        pytest.fail(f"{REQUIRE_PROMETHEUS_VARIABLE} is set, but not installed: {missing}")
+    pytest.skip(f"not installed: {missing} (apt-get install prometheus)")

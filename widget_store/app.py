@@ -11,14 +11,15 @@ import httpx
 from dbos import DBOS
 from fastapi import FastAPI
 
-from widget_store import __version__, durability, watchdog
+from widget_store import __version__, durability, metrics, tracing, watchdog
 from widget_store.api import COMMON_ERRORS, api_router
 from widget_store.api import faults as faults_api
+from widget_store.api import metrics as metrics_api
 from widget_store.api.errors import install_error_handlers
 from widget_store.config import Settings
 from widget_store.jetstream import JetStreamBroker
 from widget_store.legacy import v1 as legacy_v1
-from widget_store.middleware import BodySizeLimit, SecurityHeaders
+from widget_store.middleware import BodySizeLimit, RequestMetrics, SecurityHeaders
 from widget_store.payments import PaymentProvider
 from widget_store.relay import Relay
 from widget_store.shipping import ShippingService
@@ -49,7 +50,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue = durability.internal_queue()
         durability.pace_dbos_background_work()
-        DBOS(config=durability.dbos_config(settings))
+        dbos_config = durability.dbos_config(settings)
+        tracing.trace_dbos(dbos_config, settings)
+        DBOS(config=dbos_config)
         engine = durability.create_store_engine(settings)
         # The outside world's writes take the write lock up front too (SQLite).
         provider = SimulatedPaymentProvider(
@@ -97,6 +100,7 @@ def create_app(
                 await asyncio.wait([relaying], timeout=5)
             DBOS.destroy()
             await engine.dispose()
+            tracing.flush()
 
     logging.getLogger("widget_store").setLevel(settings.log_level)
     docs = not settings.is_production or settings.public_docs
@@ -111,8 +115,13 @@ def create_app(
     )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodySizeLimit)
+    metrics.set_enabled(settings.metrics)
+    if settings.metrics:
+        app.add_middleware(RequestMetrics, record=metrics.http_request)  # outermost: sees all
     install_error_handlers(app)
     app.include_router(api_router())
+    if settings.metrics:
+        app.include_router(metrics_api.router)
     if settings.fault_injection:
         app.include_router(faults_api.router)
     if settings.mounts_simulated_provider:
@@ -125,6 +134,7 @@ def create_app(
             provider_router(lambda request: request.app.state.provider, COMMON_ERRORS)
         )
     mount_web(app)
+    tracing.install(settings, app)
     return app
 
 

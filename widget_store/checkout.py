@@ -41,6 +41,7 @@ from widget_store.domain import (
     reason_for,
 )
 from widget_store.durability import services, sleep_until
+from widget_store.logs import name_for_the_rest
 from widget_store.saga import Saga
 
 # --- the compensations, once, in the order of the steps they undo -----------------------
@@ -119,7 +120,7 @@ class CheckoutFailed(Exception):
 # --- the checkout ---------------------------------------------------------------------
 
 
-@DBOS.workflow(name=Workflow.CHECKOUT)
+@DBOS.workflow(name=Workflow.CHECKOUT.value)
 async def checkout_workflow(request: CheckoutRequest) -> str:
     """Take one order from cart to dispatch; on any failure, undo every step done so far.
 
@@ -135,6 +136,7 @@ async def checkout_workflow(request: CheckoutRequest) -> str:
         undo.through(OrderEvent.PAYMENT_REFUNDED)
         placed = await steps.place_order(checkout_key, request)
         order = placed.order
+        name_for_the_rest(order_id=order.order_id)  # in this workflow's logs and spans
         saga.use_dead_letters(ParkedCompensations(order.order_id, checkout_key))
         if placed.payment_deadline is None:
             raise CheckoutFailed(CancelReason.OUT_OF_STOCK)
@@ -181,7 +183,7 @@ async def checkout_workflow(request: CheckoutRequest) -> str:
 # --- the watchdog's resolution ------------------------------------------------------------
 
 
-@DBOS.workflow(name=Workflow.RESOLVE_ORDER)
+@DBOS.workflow(name=Workflow.RESOLVE_ORDER.value)
 async def resolve_order(order: UnfinishedOrder) -> str:
     """End an order whose workflow ended without ending it: finish it or undo it.
 

@@ -6,6 +6,10 @@ one at once, and DBOS in the new worker recovers every workflow the dead one lef
 pending. Each worker slot keeps a stable DBOS executor ID across restarts, which is
 what lets the replacement recover its predecessor's workflows.
 
+The workers share their metrics through files in one folder (prometheus-client's
+multiprocess mode): `serve` makes it, empty, before the first fork, and tells each
+worker's death to prometheus-client (gunicorn's `child_exit` hook).
+
 `consume` is the example subscriber to the store's event stream (widget_store/consumer.py).
 """
 
@@ -15,21 +19,25 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 from sqlalchemy.ext.asyncio import create_async_engine
 
-# Imported here, in the master, so forked workers start without paying for the imports.
-from widget_store import consumer
-from widget_store.app import create_app
-from widget_store.config import ConfigError, Settings
+from widget_store import consumer, logs
+from widget_store.config import ConfigError, LogFormat, Settings
 from widget_store.migrate import migrate
 from widget_store.provider_cli import DEFAULT_URL, send_webhook, signature_header
 
 log = logging.getLogger("widget_store.cli")
 EXECUTOR_ID_VARIABLE = "WIDGET_STORE_EXECUTOR_ID"
+# prometheus-client's own variable: it picks multiprocess mode when it is set on import.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _assign_slot(server: Any, worker: Any) -> None:
@@ -43,10 +51,55 @@ def _name_executor(server: Any, worker: Any) -> None:
     os.environ[EXECUTOR_ID_VARIABLE] = f"widget-store-{worker.slot}"
 
 
+def _forget_dead_worker(server: Any, worker: Any) -> None:
+    """gunicorn child_exit hook (master): a dead worker's live gauges are dropped.
+
+    Its counters stay in the folder and keep counting in the sums, as counters must.
+    """
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+class JsonGunicornLogger(GunicornLogger):  # type: ignore[misc]
+    """Gunicorn's error log (and uvicorn's, which the worker points at it) as JSON lines."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            for handler in logger.handlers:
+                handler.setFormatter(logs.JsonFormatter())
+
+
+def prepare_metrics_dir(configured: Path | None) -> tuple[Path, bool]:
+    """The workers' shared metrics folder, empty; and whether `serve` made it (and so
+    removes it at exit).
+
+    Must run before prometheus-client is imported: it chooses multiprocess mode on
+    import, once, from the environment.
+    """
+    if "prometheus_client.values" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its folder was set up")
+    made = configured is None
+    folder = (
+        Path(tempfile.mkdtemp(prefix="widget-store-metrics-")) if configured is None else configured
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):  # a previous run's counts would be summed in
+        stale.unlink()
+    os.environ[METRICS_DIR_VARIABLE] = str(folder)
+    return folder, made
+
+
 class StoreServer(BaseApplication):  # type: ignore[misc]
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = options
         super().__init__()
+        # Imported here, in the master (after the metrics folder is set up), so that
+        # forked workers start without paying for the imports.
+        from widget_store.app import create_app
+
+        self._create_app = create_app
 
     def load_config(self) -> None:
         for key, value in self.options.items():
@@ -54,7 +107,7 @@ class StoreServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         # Runs in each worker after post_fork, so the settings carry its executor ID.
-        return create_app(Settings.from_env())
+        return self._create_app(Settings.from_env())
 
 
 def worker_count(requested: str | None, settings: Settings) -> int:
@@ -84,25 +137,43 @@ def serve(host: str, port: int, requested_workers: str | None) -> None:
     # Workers read their settings from the environment: tell them how many slots exist,
     # so the watchdog can tell a live executor from one that is gone.
     os.environ["WIDGET_STORE_WORKERS"] = str(workers)
-    print(f"Widget Store: migrating {settings.database.describe()}", flush=True)
+    metrics_dir, made_metrics_dir = (
+        prepare_metrics_dir(settings.metrics_dir) if settings.metrics else (None, False)
+    )
+    _announce(settings, f"Widget Store: migrating {settings.database.describe()}")
     migrate(settings)
-    print(f"Widget Store: serving on http://{host}:{port} ({workers} worker(s))", flush=True)
-    StoreServer(
-        {
-            "bind": f"{host}:{port}",
-            "workers": workers,
-            "worker_class": "uvicorn_worker.UvicornWorker",
-            "pre_fork": _assign_slot,
-            "post_fork": _name_executor,
-            "graceful_timeout": 10,
-            "timeout": 60,
-            "keepalive": 5,
-            "loglevel": settings.log_level.lower(),
-            "errorlog": "-",
-            # One control socket per user by default: two stores on one machine would clash.
-            "control_socket_disable": True,
-        }
-    ).run()
+    _announce(settings, f"Widget Store: serving on http://{host}:{port} ({workers} worker(s))")
+    options: dict[str, Any] = {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "uvicorn_worker.UvicornWorker",
+        "pre_fork": _assign_slot,
+        "post_fork": _name_executor,
+        "graceful_timeout": 10,
+        "timeout": 60,
+        "keepalive": 5,
+        "loglevel": settings.log_level.lower(),
+        "errorlog": "-",
+        # One control socket per user by default: two stores on one machine would clash.
+        "control_socket_disable": True,
+    }
+    if metrics_dir is not None:
+        options["child_exit"] = _forget_dead_worker
+    if settings.log_format is LogFormat.JSON:
+        options["logger_class"] = JsonGunicornLogger
+    try:
+        StoreServer(options).run()
+    finally:
+        if made_metrics_dir and metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _announce(settings: Settings, message: str) -> None:
+    """A line for whoever started the store: plain in text mode, a log record in JSON."""
+    if settings.log_format is LogFormat.JSON:
+        log.info(message)
+    else:
+        print(message, flush=True)
 
 
 def consume(durable: str) -> None:
@@ -173,9 +244,9 @@ def main(argv: list[str] | None = None) -> None:
         help="the JetStream durable consumer's name (its position in the stream)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
+        logs.configure(settings.log_format)
         if args.command == "serve":
             serve(args.host, args.port, args.workers)
         elif args.command == "consume":

@@ -34,6 +34,62 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"  # for people: one readable line per record
+    JSON = "json"  # for log pipelines: one JSON object per line
+
+
+# The OpenTelemetry SDK reads the rest of its OTEL_* variables itself (endpoint, headers,
+# sampler, resource attributes); these are the ones that decide whether tracing is on.
+TRACES_EXPORTERS = ("otlp", "console")
+DEFAULT_SERVICE_NAME = "widget-store"
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """OpenTelemetry tracing, on when the standard OTEL_* variables ask for an exporter."""
+
+    exporter: str = "otlp"  # one of TRACES_EXPORTERS
+    service_name: str = DEFAULT_SERVICE_NAME
+    export_logs: bool = False  # OTEL_LOGS_EXPORTER=otlp: DBOS's log records too
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Tracing | None:
+        """None (off) unless OTEL_TRACES_EXPORTER or an OTLP endpoint is set.
+
+        OTEL_SDK_DISABLED=true and OTEL_TRACES_EXPORTER=none turn it off whatever else
+        is set, as the OpenTelemetry specification says they should.
+        """
+        if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return None
+        exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+        endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        )
+        if exporter == "none" or not (exporter or endpoint):
+            return None
+        exporter = exporter or "otlp"
+        if exporter not in TRACES_EXPORTERS:
+            raise ConfigError(
+                f"OTEL_TRACES_EXPORTER must be one of {', '.join(TRACES_EXPORTERS)} "
+                f"or none, not {exporter!r}"
+            )
+        protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+        )
+        if exporter == "otlp" and protocol.strip() != "http/protobuf":
+            raise ConfigError(
+                "OTEL_EXPORTER_OTLP_PROTOCOL: the store ships the http/protobuf OTLP "
+                f"exporter only, not {protocol!r}"
+            )
+        logs = env.get("OTEL_LOGS_EXPORTER", "").strip().lower()
+        return cls(
+            exporter=exporter,
+            service_name=env.get("OTEL_SERVICE_NAME", "").strip() or DEFAULT_SERVICE_NAME,
+            export_logs=logs == "otlp",
+        )
+
+
 @dataclass(frozen=True)
 class Database:
     """Where the store lives, and the driver-specific URLs each consumer needs."""
@@ -119,6 +175,13 @@ class Settings:
     outbox_poll_s: float = 0.5
     # Where `widget-store consume` keeps its projection; None means the store's database.
     consumer_database: Database | None = None
+    log_format: LogFormat = LogFormat.TEXT
+    metrics: bool = True
+    metrics_token: str | None = None
+    # Where gunicorn's workers share their metrics (prometheus-client's multiprocess
+    # mode); `serve` chooses it when unset, and in-process apps need none.
+    metrics_dir: Path | None = None
+    tracing: Tracing | None = None
 
     @property
     def executors(self) -> frozenset[str]:
@@ -146,6 +209,11 @@ class Settings:
                 "WIDGET_STORE_ENV=production needs WIDGET_STORE_ADMIN_TOKEN, "
                 f"at least {MIN_ADMIN_TOKEN_LENGTH} characters"
             )
+        if self.metrics_token is not None and len(self.metrics_token) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ConfigError(
+                f"WIDGET_STORE_METRICS_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} "
+                "characters in production"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -171,6 +239,21 @@ class Settings:
             if raw in ("1", "true", "yes"):
                 return True
             raise ConfigError(f"{name} must be 1 or 0, not {raw!r}")
+
+        def choice(name: str, kind: type[StrEnum], default: StrEnum) -> str:
+            raw = env.get(name, "").strip().lower() or default.value
+            allowed = [member.value for member in kind]
+            if raw not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {raw!r}")
+            return raw
+
+        def switch(name: str, default: bool) -> bool:
+            raw = env.get(name, "").strip().lower()
+            if not raw:
+                return default
+            if raw not in ("0", "1"):
+                raise ConfigError(f"{name} must be 0 or 1, not {raw!r}")
+            return raw == "1"
 
         raw_env = env.get("WIDGET_STORE_ENV", Environment.DEMO.value).strip().lower()
         try:
@@ -205,6 +288,11 @@ class Settings:
             consumer_database=Database.parse(consumer_url, "WIDGET_STORE_CONSUMER_DATABASE_URL")
             if consumer_url
             else None,
+            log_format=LogFormat(choice("WIDGET_STORE_LOG_FORMAT", LogFormat, LogFormat.TEXT)),
+            metrics=switch("WIDGET_STORE_METRICS", True),
+            metrics_token=env.get("WIDGET_STORE_METRICS_TOKEN") or None,
+            metrics_dir=Path(raw_dir) if (raw_dir := env.get("PROMETHEUS_MULTIPROC_DIR")) else None,
+            tracing=Tracing.from_env(env),
         )
 
 

@@ -33,13 +33,17 @@ import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, Queue, StepOptions
 from dbos import _sys_db_postgres as dbos_sys_db_postgres
 from dbos import _workflow_commands as dbos_workflow_commands
+from dbos._core import WorkflowHandleAsyncTask
 from dbos._dbos import _get_or_create_dbos_registry
 from dbos._sys_db import SystemDatabase
 from dbos._utils import INTERNAL_QUEUE_NAME
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from widget_store import faults
+from widget_store import faults, metrics
 from widget_store.config import Settings
+from widget_store.domain import Undone
+from widget_store.logs import log_context
+from widget_store.metrics import CompensationResult
 from widget_store.payments import PaymentProvider
 from widget_store.shipping import ShippingService
 
@@ -199,18 +203,31 @@ async def write() -> AsyncIterator[AsyncConnection]:
 
 
 def step(
-    name: str, **options: Any
+    name: str, *, compensation: str | None = None, **options: Any
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
     """A DBOS step checkpointed as `name`, with the fault-injection hooks around it.
 
-    Called outside a workflow (tests, tools), the function simply runs.
+    Its body is timed, logged under the step's name (and the compensation's, for an
+    undo, whose outcome is counted too). All of that happens only when the body really
+    runs: a step replayed from its checkpoint records nothing again. Called outside a
+    workflow (tests, tools), the function simply runs.
     """
+    name = str(name)  # a Checkpoint member: its plain text, for DBOS's history and spans
     step_options: StepOptions = {"name": name, **options}  # type: ignore[typeddict-item]
 
     def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
         async def body(*args: P.args, **kwargs: P.kwargs) -> R:
-            faults.fail_now(name)  # inside the step, so DBOS records an injected failure
-            return await fn(*args, **kwargs)
+            with log_context(step=name, compensation=compensation), metrics.step_timer(name):
+                try:
+                    faults.fail_now(name)  # inside the step, so DBOS records it
+                    result = await fn(*args, **kwargs)
+                except Exception:
+                    if compensation is not None:
+                        metrics.compensation_ran(compensation, CompensationResult.FAILED_ATTEMPT)
+                    raise
+            if compensation is not None and isinstance(result, Undone):
+                metrics.compensation_ran(compensation, result.result.value)
+            return result
 
         @functools.wraps(fn)
         async def run(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -221,6 +238,12 @@ def step(
         return run
 
     return decorate
+
+
+def started_here(handle: object) -> bool:
+    """Whether this call created the workflow: DBOS runs it here, in a task, only then
+    (starting an ID that exists gives a handle that polls)."""
+    return isinstance(handle, WorkflowHandleAsyncTask)
 
 
 def attempt() -> int:

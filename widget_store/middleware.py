@@ -1,13 +1,18 @@
-"""HTTP-level guards that wrap the whole app: a body size limit and security headers.
+"""HTTP-level middleware that wraps the whole app: a body size limit, security headers,
+and request metrics.
 
-Both are plain ASGI middleware, so they act before FastAPI reads or parses anything.
+All are plain ASGI middleware, so they act before FastAPI reads or parses anything.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 
+from fastapi.routing import iter_route_contexts
 from starlette.datastructures import MutableHeaders
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -108,3 +113,64 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+UNMATCHED_ROUTE = "unmatched"
+RecordRequest = Callable[[str, str, int, float], None]  # method, route, status, seconds
+
+
+class RequestMetrics:
+    """Count and time every request by method, route template and status.
+
+    The route is the template the router matched (`/order/{order_id}`), never the raw
+    path, so that a label value stands for a handful of series, not one per order; paths
+    no route matches share one value. Outermost, so it also sees the 413s and 500s that
+    the other middleware and the error handlers answer.
+    """
+
+    def __init__(self, app: ASGIApp, record: RecordRequest) -> None:
+        self.app = app
+        self.record = record
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        # The router rewrites the scope as it descends into a mount; keep the request's.
+        request_scope = dict(scope)
+        status = 500  # if the app raises before answering, the server answers 500
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            route = route_template(scope, request_scope)
+            self.record(scope["method"], route, status, time.perf_counter() - started)
+
+
+def route_template(served: Scope, request: Scope) -> str:
+    """The template of the route that served (or refused) this request.
+
+    `served` is the scope after the app ran, `request` a copy of it from before.
+    """
+    # The router leaves the route it matched in the scope, which the middleware shares.
+    path = getattr(served.get("route"), "path", None)
+    if isinstance(path, str):
+        return path
+    # Mounts (/static), Starlette's own routes (/docs) and requests refused before the
+    # router (413) leave none: match the request against the top-level routes here.
+    app = request.get("app")
+    for route in iter_route_contexts(getattr(getattr(app, "router", None), "routes", [])):
+        if route.matches(dict(request))[0] is Match.NONE:
+            continue
+        if isinstance(route.original_route, Mount):
+            return f"{route.path}/{{path}}"
+        if isinstance(route.path, str):
+            return route.path
+    return UNMATCHED_ROUTE

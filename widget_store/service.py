@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from dbos import DBOS, SetWorkflowID, error
+from dbos import DBOS, PropagateOtelContext, SetWorkflowID, error
 
-from widget_store import order_watch, queries
+from widget_store import metrics, order_watch, queries, tracing
 from widget_store.checkout import checkout_workflow
 from widget_store.checkpoints import Topic
 from widget_store.domain import (
@@ -35,7 +35,8 @@ from widget_store.domain import (
     WebhookMismatch,
     reason_for,
 )
-from widget_store.durability import ACTIVE, services
+from widget_store.durability import ACTIVE, services, started_here
+from widget_store.logs import log_context
 from widget_store.steps import order_url
 from widget_store.watchdog import WatchdogReport, watchdog_workflow
 
@@ -71,13 +72,22 @@ async def start_checkout(checkout_key: str, request: CheckoutRequest) -> Checkou
     engine = services().engine
     deadline = time.monotonic() + CHECKOUT_REPLY_TIMEOUT_S
     with order_watch.watching(checkout_key) as news:  # subscribe first: no news slips by
-        with SetWorkflowID(checkout_key):
+        # PropagateOtelContext stores the trace with the workflow: recovered elsewhere
+        # after a crash, it rejoins the checkout's trace (a no-op with tracing off). The
+        # task copies this context (workflow ID, trace, log labels) when it is created.
+        with (
+            SetWorkflowID(checkout_key),
+            PropagateOtelContext(),
+            log_context(checkout_key=checkout_key),
+        ):
             # DBOS waits out a database that refuses connections rather than fail; the
             # shopper gets an answer in time anyway, and the start (shielded, so never
             # half done) carries on, for the retry under the same key to find.
             starting = asyncio.ensure_future(DBOS.start_workflow_async(checkout_workflow, request))
         try:
-            await asyncio.wait_for(asyncio.shield(starting), CHECKOUT_REPLY_TIMEOUT_S)
+            handle = await asyncio.wait_for(asyncio.shield(starting), CHECKOUT_REPLY_TIMEOUT_S)
+            if started_here(handle):  # a retry of the key finds it: counted once
+                metrics.checkout_started()
         except error.DBOSConflictingWorkflowError:
             pass  # an earlier version's checkout under this key: its order answers
         except TimeoutError:
@@ -140,6 +150,7 @@ async def accept_payment_verdict(
     provider's retry of the same event re-sends the message under the same key.
     """
     now = datetime.now(UTC)
+    repeated = False
     async with services().writer.begin() as conn:
         order = await queries.order_by_payment(conn, payment_id)
         if order is None:
@@ -157,6 +168,7 @@ async def accept_payment_verdict(
             )
             detail = "" if verdict is PaymentVerdict.PAID else reason_for(verdict).value
             await queries.append_event(conn, order.order_id, event, detail)
+            metrics.payment_waited((now - order.created_at).total_seconds())
         else:
             current = await queries.order_by_payment(conn, payment_id)
             repeated = (
@@ -165,10 +177,12 @@ async def accept_payment_verdict(
             if not repeated:
                 raise PaymentClosed(_closed_message(current), order=queries.order_state(current))
     order_watch.announce(order.order_id)
+    await tracing.link_to_workflow(order.checkout_key)
     await DBOS.send_async(
         order.checkout_key, verdict.value, Topic.PAYMENT, idempotency_key=event_id
     )
-    return {"order_id": order.order_id, "status": verdict.value}
+    # `duplicate` is for the route's metrics; the reply is the same either way.
+    return {"order_id": order.order_id, "status": verdict.value, "duplicate": repeated}
 
 
 def _closed_message(order: Any) -> str:

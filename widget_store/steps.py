@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from widget_store import order_watch, queries
+from widget_store import metrics, order_watch, queries
 from widget_store.checkpoints import Checkpoint
 from widget_store.domain import (
     CancelReason,
@@ -40,6 +40,7 @@ from widget_store.domain import (
     price_lines,
 )
 from widget_store.durability import services, step, write
+from widget_store.metrics import CompensationResult, Outcome
 from widget_store.payments import PaymentGivenBack, PaymentProviderUnavailable, PaymentRequest
 from widget_store.payments import ProviderState as Provider
 from widget_store.shipping import Cancellation
@@ -150,7 +151,9 @@ async def expire_payment(order_id: int) -> PaymentVerdict:
         verdict = await queries.close_verdict(db, order_id)
         if verdict is PaymentVerdict.TIMED_OUT:
             reason = CancelReason.PAYMENT_TIMED_OUT.value
-            await queries.append_event(db, order_id, OrderEvent.CHARGE_FAILED, reason)
+            if await queries.append_event(db, order_id, OrderEvent.CHARGE_FAILED, reason):
+                order = await queries.order_by_id(db, order_id)
+                metrics.payment_waited((datetime.now(UTC) - order.created_at).total_seconds())
     order_watch.announce(order_id)
     return verdict
 
@@ -224,9 +227,14 @@ async def ship_order(order: CreatedOrder) -> ShippingOutcome:
 async def complete_dispatch(order_id: int) -> None:
     """PAID -> DISPATCHED: the checkout is complete. Once: a conditional UPDATE."""
     async with write() as db:
-        if await queries.set_status(db, order_id, old=OrderStatus.PAID, new=OrderStatus.DISPATCHED):
+        dispatched = await queries.set_status(
+            db, order_id, old=OrderStatus.PAID, new=OrderStatus.DISPATCHED
+        )
+        if dispatched:
             await queries.append_event(db, order_id, OrderEvent.DISPATCHED)
             await queries.append_event(db, order_id, OrderEvent.COMPLETE)
+    if dispatched:
+        metrics.checkout_ended(Outcome.DISPATCHED)
     order_watch.announce(order_id)
 
 
@@ -236,7 +244,7 @@ async def complete_dispatch(order_id: int) -> None:
 # and the saga retries the compensation with backoff, then parks it for an operator.
 
 
-@step(Checkpoint.CANCEL_ORDER)
+@step(Checkpoint.CANCEL_ORDER, compensation=OrderEvent.ORDER_CANCELLED)
 async def cancel_order(checkout_key: str, reason: str) -> Undone:
     """Undo create_order: the order ends CANCELLED with the reason.
 
@@ -251,11 +259,12 @@ async def cancel_order(checkout_key: str, reason: str) -> Undone:
             await queries.append_event(db, order_id, OrderEvent.FAILED, reason)
     if order_id is None:
         return Undone(UndoResult.NOTHING_TO_UNDO, "no open order to cancel")
+    metrics.checkout_ended(Outcome.CANCELLED, reason)
     order_watch.announce(order_id, checkout_key)
     return Undone(UndoResult.DONE, reason)
 
 
-@step(Checkpoint.RELEASE_INVENTORY)
+@step(Checkpoint.RELEASE_INVENTORY, compensation=OrderEvent.RESERVATION_RELEASED)
 async def release_inventory(checkout_key: str) -> Undone:
     """Undo reserve_inventory: held stock goes back on the shelf.
 
@@ -336,7 +345,7 @@ async def give_back_payment(order: Any) -> Undone:
     return undone
 
 
-@step(Checkpoint.REFUND_PAYMENT)
+@step(Checkpoint.REFUND_PAYMENT, compensation=OrderEvent.PAYMENT_REFUNDED)
 async def refund_payment(checkout_key: str) -> Undone:
     """Undo the payment, whatever state the provider has it in.
 
@@ -353,7 +362,7 @@ async def refund_payment(checkout_key: str) -> Undone:
     return await give_back_payment(order)
 
 
-@step(Checkpoint.CANCEL_SHIPMENT)
+@step(Checkpoint.CANCEL_SHIPMENT, compensation=OrderEvent.SHIPMENT_CANCELLED)
 async def cancel_shipment(checkout_key: str) -> Undone:
     """Undo create_shipment: cancel it at the carrier, whatever it knows of it.
 
@@ -403,6 +412,7 @@ async def park_compensation(
         )
         detail = f"{compensation} after {attempts} failed attempts: {error}"[:500]
         await queries.append_event(db, order_id, OrderEvent.COMPENSATION_PARKED, detail)
+    metrics.compensation_ran(compensation, CompensationResult.PARKED)
     order_watch.announce(order_id)
 
 

@@ -61,7 +61,7 @@ def _orphaned(workflow: WorkflowStatus) -> bool:
     return workflow.app_version != svc.app_version or workflow.executor_id not in svc.executors
 
 
-@DBOS.workflow(name=Workflow.WATCHDOG)
+@DBOS.workflow(name=Workflow.WATCHDOG.value)
 async def watchdog_workflow(scheduled_at: Any, context: Any) -> WatchdogReport:
     """One watchdog pass (the schedule's workflow: it receives the scheduled time)."""
     older_than = scheduled_at - timedelta(seconds=services().stuck_after_s)

@@ -88,6 +88,12 @@ function renderAggregates(summary) {
     open.addEventListener("click", () => select(oldest.order_id));
     oldestFigure = figure("Oldest waiting for payment", "", `waiting for ${age(oldest.age_s)}`, open);
   }
+  // The same figures /metrics reports as gauges, read by the same queries.
+  const { stuck } = summary;
+  const stuckNote = [
+    `${stuck.past_payment_deadline} waiting past the payment deadline`,
+    `${stuck.orphaned_sagas} orphaned saga${stuck.orphaned_sagas === 1 ? "" : "s"}`,
+  ].join(", ");
   $("aggregates").replaceChildren(
     figure("Pending", String(counts.PENDING), `${summary.waiting_for_payment} waiting for payment`),
     figure("Paid, dispatching", String(counts.PAID)),
@@ -96,6 +102,7 @@ function renderAggregates(summary) {
     ratio,
     oldestFigure,
     outboxFigure(summary.outbox),
+    figure("Dead letters open", String(stuck.dead_letters_open), stuckNote),
   );
 }
 

@@ -34,6 +34,8 @@ def test_the_ops_view_filters_by_stage_and_shows_a_compensated_saga_step_by_step
     expect(glance).to_contain_text("Compensation ratio, last hour")
     expect(glance).to_contain_text("Oldest waiting for payment")
     expect(glance).to_contain_text("Events not yet published")
+    expect(glance).to_contain_text("Dead letters open")
+    expect(glance).to_contain_text("0 orphaned sagas")
     expect(glance.get_by_text(re.compile(r"\d+ waiting for payment"))).to_be_visible()
 
     page.get_by_label("Status").select_option(label="Compensated")

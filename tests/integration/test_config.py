@@ -9,7 +9,9 @@ from widget_store.config import (
     EMBEDDED_DATABASE,
     ConfigError,
     Environment,
+    LogFormat,
     Settings,
+    Tracing,
 )
 
 
@@ -61,6 +63,9 @@ def test_a_sqlite_file_url_is_accepted_too() -> None:
         ("WIDGET_STORE_NATS_URL", "nats://a:4222,http://b", "must be nats://"),
         ("WIDGET_STORE_OUTBOX_POLL_S", "0", ">= 0.01"),
         ("WIDGET_STORE_CONSUMER_DATABASE_URL", "mysql://x/y", "must be a postgresql://"),
+        ("WIDGET_STORE_LOG_FORMAT", "xml", "one of text, json"),
+        ("WIDGET_STORE_METRICS", "yes", "0 or 1"),
+        ("OTEL_TRACES_EXPORTER", "zipkin", "one of otlp, console or none"),
     ],
 )
 def test_bad_values_fail_fast_naming_the_variable(variable: str, value: str, message: str) -> None:
@@ -117,6 +122,7 @@ def test_production_starts_with_its_own_secret_and_an_admin_token() -> None:
         ({"WIDGET_STORE_WEBHOOK_SECRET": DEMO_WEBHOOK_SECRET}, "not the demo secret"),
         ({"WIDGET_STORE_ADMIN_TOKEN": ""}, "needs WIDGET_STORE_ADMIN_TOKEN"),
         ({"WIDGET_STORE_ADMIN_TOKEN": "short"}, "at least 16"),
+        ({"WIDGET_STORE_METRICS_TOKEN": "short"}, "WIDGET_STORE_METRICS_TOKEN must be at least 16"),
     ],
 )
 def test_production_refuses_demo_defaults(change: dict[str, str], message: str) -> None:
@@ -126,3 +132,53 @@ def test_production_refuses_demo_defaults(change: dict[str, str], message: str) 
 
 def test_the_demo_starts_with_its_defaults() -> None:
     Settings.from_env({}).check_safe_to_start()
+
+
+def test_observability_defaults_are_text_logs_metrics_on_and_tracing_off() -> None:
+    settings = Settings.from_env({})
+    assert settings.log_format is LogFormat.TEXT
+    assert settings.metrics and settings.metrics_token is None and settings.metrics_dir is None
+    assert settings.tracing is None
+
+
+@pytest.mark.parametrize(
+    ("env", "tracing"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, Tracing("otlp")),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}, Tracing("otlp")),
+        (
+            {"OTEL_TRACES_EXPORTER": "Console", "OTEL_SERVICE_NAME": "shop"},
+            Tracing("console", "shop"),
+        ),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp"},
+            Tracing("otlp", export_logs=True),
+        ),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, None),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, None),
+        ({"OTEL_SERVICE_NAME": "shop"}, None),
+    ],
+)
+def test_tracing_is_switched_by_the_standard_otel_variables(
+    env: dict[str, str], tracing: Tracing | None
+) -> None:
+    assert Settings.from_env(env).tracing == tracing
+
+
+def test_only_the_http_otlp_exporter_ships() -> None:
+    with pytest.raises(ConfigError, match="http/protobuf"):
+        Settings.from_env({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+
+
+def test_the_observability_settings_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "WIDGET_STORE_LOG_FORMAT": "JSON",
+            "WIDGET_STORE_METRICS": "0",
+            "WIDGET_STORE_METRICS_TOKEN": "scrape-token",
+            "PROMETHEUS_MULTIPROC_DIR": "/run/widget-store-metrics",
+        }
+    )
+    assert settings.log_format is LogFormat.JSON
+    assert not settings.metrics and settings.metrics_token == "scrape-token"
+    assert str(settings.metrics_dir) == "/run/widget-store-metrics"

@@ -34,3 +34,8 @@ def test_the_benchmark_smoke_run_measures_every_scenario(tmp_path: Path) -> None
     waiting = json.loads((tmp_path / "waiting-20.json").read_text())
     assert waiting["waiting"] == 20 and waiting["drained_per_s"] > 0
     assert "Targets:" in result.stdout
+    cost = json.loads((tmp_path / "smoke-observability.json").read_text())
+    (level,) = cost["levels"]
+    assert level["shoppers"] == 2 and level["off"] and level["on"]
+    assert all(run["purchases"] > 0 and run["errors"] == 0 for run in level["off"] + level["on"])
+    assert 0 < cost["per_operation"]["per_purchase_us"] < 10_000

@@ -12,10 +12,11 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from widget_store import queries, timeline
-from widget_store.api.deps import Admin, Reader
+from widget_store.api.deps import Admin, Reader, SettingsDep
 from widget_store.api.models import ErrorOut
 from widget_store.domain import StageFilter
 from widget_store.queries import ops as ops_queries
+from widget_store.queries.health import store_health
 
 router = APIRouter(
     prefix="/ops",
@@ -44,12 +45,21 @@ class OutboxLagOut(BaseModel):
     oldest_age_s: float | None = Field(description="age of the oldest unsent event")
 
 
+class StuckOut(BaseModel):
+    past_payment_deadline: int = Field(description="still waiting although the deadline passed")
+    dead_letters_open: int = Field(description="compensations parked, not yet resolved")
+    orphaned_sagas: int = Field(
+        description="workflows pending on an executor or version no live process serves"
+    )
+
+
 class SummaryOut(BaseModel):
     counts: dict[str, int] = Field(description="orders by status")
     waiting_for_payment: int
     last_hour: LastHourOut
     oldest_waiting: OldestWaitingOut | None = Field(description="the oldest unpaid order")
     outbox: OutboxLagOut = Field(description="how far the event stream is behind")
+    stuck: StuckOut = Field(description="the figures /metrics reports as health gauges")
     now: datetime
 
 
@@ -115,9 +125,13 @@ class TimelineOut(BaseModel):
 
 
 @router.get("/summary", response_model=SummaryOut)
-async def summary(db: Reader) -> dict[str, Any]:
-    """Orders by status, the last hour's compensation ratio, the oldest unpaid order, outbox lag."""
-    return await ops_queries.summary(db, datetime.now(UTC))
+async def summary(db: Reader, settings: SettingsDep) -> dict[str, Any]:
+    """Orders by status, the last hour's compensation ratio, the oldest unpaid order, the
+    health figures /metrics reports, and how far the event stream is behind."""
+    health = await store_health(
+        db, datetime.now(UTC), executors=settings.executors, app_version=settings.app_version
+    )
+    return await ops_queries.summary(db, health)
 
 
 @router.get("/orders", response_model=OpsOrderPageOut)

@@ -9,11 +9,19 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from widget_store import service
+from widget_store import metrics, service
 from widget_store.api.deps import settings
 from widget_store.api.models import ErrorOut, WebhookIn, WebhookOut
-from widget_store.domain import PaymentVerdict, WebhookMismatch
-from widget_store.payments import SIGNATURE_HEADER, verify_webhook
+from widget_store.domain import (
+    PaymentAmountMismatch,
+    PaymentClosed,
+    PaymentNotFound,
+    PaymentVerdict,
+    StoreError,
+    WebhookMismatch,
+)
+from widget_store.metrics import WebhookResult
+from widget_store.payments import SIGNATURE_HEADER, InvalidSignature, verify_webhook
 
 router = APIRouter(tags=["payment webhook"])
 
@@ -26,7 +34,13 @@ class PaymentStatus(StrEnum):
 async def signed_body(request: Request) -> bytes:
     """The raw body, once its signature is proven: checked before anything else."""
     body = await request.body()
-    verify_webhook(settings(request).webhook_secret, request.headers.get(SIGNATURE_HEADER), body)
+    try:
+        verify_webhook(
+            settings(request).webhook_secret, request.headers.get(SIGNATURE_HEADER), body
+        )
+    except InvalidSignature:
+        metrics.webhook_delivered(WebhookResult.BAD_SIGNATURE)
+        raise
     return body
 
 
@@ -72,9 +86,34 @@ async def payment_webhook(
     try:
         payload = WebhookIn.model_validate_json(body)
     except ValidationError as error:
+        metrics.webhook_delivered(WebhookResult.BAD_REQUEST)
         raise RequestValidationError(error.errors(include_url=False)) from None
-    if payload.payment_id != payment_id or payload.status != payment_status.value:
-        raise WebhookMismatch("the signed body is about another payment or verdict than the URL")
-    return await service.accept_payment_verdict(
-        payment_id, PaymentVerdict(payment_status.value), payload.event_id, payload.amount_cents
-    )
+    try:
+        if payload.payment_id != payment_id or payload.status != payment_status.value:
+            raise WebhookMismatch(
+                "the signed body is about another payment or verdict than the URL"
+            )
+        reply = await service.accept_payment_verdict(
+            payment_id, PaymentVerdict(payment_status.value), payload.event_id, payload.amount_cents
+        )
+    except StoreError as error:
+        metrics.webhook_delivered(refusal(error))
+        raise
+    duplicate = reply.pop("duplicate", False)
+    metrics.webhook_delivered(WebhookResult.DUPLICATE if duplicate else WebhookResult.ACCEPTED)
+    return reply
+
+
+def refusal(error: StoreError) -> WebhookResult:
+    """What a refused delivery was, for the webhook metrics."""
+    if isinstance(error, PaymentNotFound):
+        return WebhookResult.UNKNOWN_PAYMENT
+    if isinstance(error, PaymentAmountMismatch):
+        return WebhookResult.WRONG_AMOUNT
+    if isinstance(error, PaymentClosed):
+        # Decided already (paid or failed): a second verdict. Still awaiting, timed out
+        # or never opened: it came after the deadline.
+        verdict = error.extra.get("order", {}).get("payment_verdict")
+        decided = verdict in (PaymentVerdict.PAID.value, PaymentVerdict.FAILED.value)
+        return WebhookResult.DUPLICATE if decided else WebhookResult.LATE
+    return WebhookResult.BAD_REQUEST

@@ -207,7 +207,7 @@ def _register_undos(saga: Saga, checkout_key: str) -> None:
 # --- the workflows ------------------------------------------------------------------------
 
 
-@DBOS.workflow(name=Workflow.CHECKOUT_V1)
+@DBOS.workflow(name=Workflow.CHECKOUT_V1.value)
 async def checkout_workflow(request: CheckoutRequest) -> str:
     """Version 0.1's checkout, for the ones it started."""
     checkout_key = DBOS.workflow_id
@@ -284,7 +284,7 @@ def _outcome(
     )
 
 
-@DBOS.workflow(name=Workflow.RESOLVE_ORDER_V1)
+@DBOS.workflow(name=Workflow.RESOLVE_ORDER_V1.value)
 async def resolve_order(order: UnfinishedOrder) -> str:
     """Version 0.1's resolving workflow, for the ones its watchdog started."""
     current = await steps.read_order_status(order.order_id)

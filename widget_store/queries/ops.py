@@ -13,18 +13,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from widget_store.domain import OrderStatus, PaymentVerdict, StageFilter, stage_of
+from widget_store.domain import OrderStatus, StageFilter, stage_of
 from widget_store.queries._base import TERMINAL, Db
+from widget_store.queries.health import WAITING, StoreHealth
 from widget_store.queries.outbox import outbox_lag
 from widget_store.schema import orders
 
 RATIO_WINDOW = timedelta(hours=1)
 
 
-_WAITING = sa.and_(
-    orders.c.status == OrderStatus.PENDING.value,
-    orders.c.payment_verdict == PaymentVerdict.AWAITING.value,
-)
+_WAITING = WAITING
 STAGE_FILTERS: dict[StageFilter, sa.ColumnElement[bool]] = {
     StageFilter.PENDING: orders.c.status == OrderStatus.PENDING.value,
     StageFilter.WAITING_FOR_PAYMENT: _WAITING,
@@ -38,15 +36,16 @@ def _age_s(created_at: datetime, now: datetime) -> float:
     return round(max(0.0, (now - created_at).total_seconds()), 1)
 
 
-async def summary(db: Db, now: datetime) -> dict[str, Any]:
-    """Orders by status, the last hour's compensation ratio, the oldest unpaid order, and
-    how far the event stream is behind (the outbox's unsent events)."""
+async def summary(db: Db, health: StoreHealth) -> dict[str, Any]:
+    """Orders by status, the compensation ratio of the last hour, the health figures
+    /metrics reports too (waiting for payment, the oldest of them, stuck sagas), and how
+    far the event stream is behind (the outbox's unsent events)."""
+    now = health.now
     by_status = await db.execute(
         sa.select(orders.c.status, sa.func.count()).group_by(orders.c.status)
     )
     counts = {status.value: 0 for status in OrderStatus}
     counts.update({row[0]: row[1] for row in by_status})
-    waiting = await db.execute(sa.select(sa.func.count()).where(_WAITING))
 
     # An order's last write is its outcome (compensations end with cancel_order), so
     # updated_at is when it finished.
@@ -59,17 +58,10 @@ async def summary(db: Db, now: datetime) -> dict[str, Any]:
     total = sum(ended.values())
     compensated = ended.get(OrderStatus.CANCELLED.value, 0)
 
-    oldest = (
-        await db.execute(
-            sa.select(orders.c.order_id, orders.c.created_at, orders.c.payment_deadline)
-            .where(_WAITING)
-            .order_by(orders.c.order_id)
-            .limit(1)
-        )
-    ).first()
+    oldest = health.oldest_waiting
     return {
         "counts": counts,
-        "waiting_for_payment": waiting.scalar_one(),
+        "waiting_for_payment": health.waiting_for_payment,
         "last_hour": {
             "finished": total,
             "compensated": compensated,
@@ -84,6 +76,11 @@ async def summary(db: Db, now: datetime) -> dict[str, Any]:
             "payment_deadline": oldest.payment_deadline,
         },
         "outbox": asdict(await outbox_lag(db, now)),
+        "stuck": {
+            "past_payment_deadline": health.past_payment_deadline,
+            "dead_letters_open": health.dead_letters_open,
+            "orphaned_sagas": health.orphaned_sagas,
+        },
         "now": now,
     }
 
