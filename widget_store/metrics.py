@@ -230,6 +230,16 @@ def health_families(health: StoreHealth) -> list[Metric]:
             "that no live process of this deployment serves",
             health.orphaned_sagas,
         ),
+        (
+            "widget_store_outbox_unsent_events",
+            "Order events committed but not yet acknowledged by the broker",
+            health.outbox.unsent,
+        ),
+        (
+            "widget_store_outbox_oldest_unsent_age_seconds",
+            "Age of the oldest event not yet acknowledged by the broker (0 when none)",
+            health.outbox.oldest_age_s or 0.0,
+        ),
     ]
     return [GaugeMetricFamily(name, text, value=value) for name, text, value in gauges]
 

@@ -22,6 +22,8 @@ FIXED_NAMES = {
     "widget_store_oldest_waiting_checkout_age_seconds",
     "widget_store_checkouts_past_payment_deadline",
     "widget_store_orphaned_sagas",
+    "widget_store_outbox_unsent_events",
+    "widget_store_outbox_oldest_unsent_age_seconds",
     "widget_store_http_requests_total",
     "widget_store_http_request_duration_seconds_bucket",
     "widget_store_payment_wait_seconds_bucket",
@@ -225,3 +227,11 @@ def test_what_the_saga_did_is_counted_ends_compensations_steps_and_the_wait(
     assert delta(steps, checkpoint="place_order") == 2
     assert delta(steps, checkpoint="ship_order") == 1
     assert delta("widget_store_payment_wait_seconds_count") == 2
+
+
+def test_the_outbox_lag_is_a_gauge_and_agrees_with_the_ops_summary(store: Store) -> None:
+    store.checkout(cart((1, 1)))  # no broker here: its events wait in the outbox
+    samples = scrape(store.http)
+    summary = store.http.get("/ops/summary").json()["outbox"]
+    assert value(samples, "widget_store_outbox_unsent_events") == summary["unsent"] > 0
+    assert value(samples, "widget_store_outbox_oldest_unsent_age_seconds") >= 0

@@ -1,8 +1,8 @@
 """The state behind the health gauges and the /ops aggregates: one set of queries for both.
 
 Checkouts waiting for payment, the oldest of them, those past their deadline, open dead
-letters, and the owners of DBOS's live workflows. /metrics and /ops/summary both read
-them here, so the two never disagree.
+letters, the owners of DBOS's live workflows, and the outbox's lag. /metrics and
+/ops/summary both read them here, so the two never disagree.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from widget_store.domain import OrderStatus, PaymentVerdict
+from widget_store.events import OutboxLag
 from widget_store.queries._base import Db
+from widget_store.queries.outbox import outbox_lag
 from widget_store.schema import dead_letters, orders
 
 WAITING = sa.and_(
@@ -50,6 +52,7 @@ class StoreHealth:
     oldest_waiting: Any  # the oldest waiting order's row (order_id, created_at, ...), or None
     dead_letters_open: int
     orphaned_sagas: int
+    outbox: OutboxLag  # how far the event stream is behind
 
     @property
     def oldest_waiting_age_s(self) -> float:
@@ -81,6 +84,7 @@ async def store_health(
         oldest_waiting=oldest,
         dead_letters_open=await open_dead_letters(db),
         orphaned_sagas=orphaned(await live_workflow_owners(db), executors, app_version),
+        outbox=await outbox_lag(db, now),
     )
 
 

@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from widget_store.domain import OrderStatus, StageFilter, stage_of
 from widget_store.queries._base import TERMINAL, Db
 from widget_store.queries.health import WAITING, StoreHealth
-from widget_store.queries.outbox import outbox_lag
 from widget_store.schema import orders
 
 RATIO_WINDOW = timedelta(hours=1)
@@ -75,7 +74,7 @@ async def summary(db: Db, health: StoreHealth) -> dict[str, Any]:
             "age_s": _age_s(oldest.created_at, now),
             "payment_deadline": oldest.payment_deadline,
         },
-        "outbox": asdict(await outbox_lag(db, now)),
+        "outbox": asdict(health.outbox),
         "stuck": {
             "past_payment_deadline": health.past_payment_deadline,
             "dead_letters_open": health.dead_letters_open,
