@@ -88,6 +88,7 @@ def _log_us() -> dict[str, float]:
 
 def _scrape_ms(folder: str) -> float:
     from widget_store import metrics
+    from widget_store.events import OutboxLag
     from widget_store.queries.health import StoreHealth
 
     health = StoreHealth(
@@ -97,6 +98,7 @@ def _scrape_ms(folder: str) -> float:
         oldest_waiting=None,
         dead_letters_open=0,
         orphaned_sagas=0,
+        outbox=OutboxLag(unsent=0, oldest_unsent_at=None, oldest_age_s=None),
     )
     return (
         _per_call_us(lambda: metrics.exposition(metrics.health_families(health), Path(folder)), 200)

@@ -19,7 +19,7 @@ from widget_store.payments import SIGNATURE_HEADER, sign_webhook, webhook_body
 
 TERMINAL = ("DISPATCHED", "CANCELLED")
 ADMIN_TOKEN = "test-admin-token-0123456789"
-PRODUCTION_WEBHOOK_SECRET = "whsec_production_secret"
+PRODUCTION_WEBHOOK_SECRET = "whsec_production_secret_7Hq2Zp9x"
 T = TypeVar("T")
 
 
@@ -106,6 +106,14 @@ class Shopper:
 
     def order(self, order_id: int) -> dict[str, Any]:
         response = self.http.get(f"/order/{order_id}")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def order_as_admin(self, order_id: int) -> dict[str, Any]:
+        """The order as the operator reads it (production needs the admin token)."""
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        response = self.http.get(f"/order/{order_id}", headers=headers)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result

@@ -49,6 +49,10 @@ class ServerProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=self.base_url, timeout=30)
 
+    def setting(self, name: str) -> str | None:
+        """The value of a WIDGET_STORE_* variable the server was started with."""
+        return self._env.get(name)
+
     @property
     def pid(self) -> int | None:
         """The supervisor's (gunicorn master's) process ID."""

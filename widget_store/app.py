@@ -12,6 +12,7 @@ from dbos import DBOS
 from fastapi import FastAPI
 
 from widget_store import __version__, durability, metrics, tracing, watchdog
+from widget_store.admission import Admission, Progress
 from widget_store.api import COMMON_ERRORS, api_router
 from widget_store.api import faults as faults_api
 from widget_store.api import metrics as metrics_api
@@ -66,6 +67,7 @@ def create_app(
         app.state.settings = settings
         app.state.engine = engine
         app.state.provider = provider
+        progress = app.state.progress = Progress()
         durability.install(
             durability.CheckoutServices(
                 engine=engine,
@@ -78,6 +80,8 @@ def create_app(
                 app_version=settings.app_version,
                 executors=settings.executors,
                 stuck_after_s=settings.stuck_after_s,
+                admission=Admission(settings.starting_checkout_limit),
+                progress=progress,
             )
         )
         DBOS.launch()

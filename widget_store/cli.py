@@ -33,6 +33,7 @@ from widget_store import consumer, logs
 from widget_store.config import ConfigError, LogFormat, Settings
 from widget_store.migrate import migrate
 from widget_store.provider_cli import DEFAULT_URL, send_webhook, signature_header
+from widget_store.serving import StoreWorker
 
 log = logging.getLogger("widget_store.cli")
 EXECUTOR_ID_VARIABLE = "WIDGET_STORE_EXECUTOR_ID"
@@ -146,7 +147,8 @@ def serve(host: str, port: int, requested_workers: str | None) -> None:
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "uvicorn_worker.UvicornWorker",
+        # uvicorn's worker with a request-read deadline and a connection limit.
+        "worker_class": StoreWorker,
         "pre_fork": _assign_slot,
         "post_fork": _name_executor,
         "graceful_timeout": 10,

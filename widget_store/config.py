@@ -22,7 +22,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # dbos-config.yaml names the same file for `dbos migrate` (see the comment there).
 EMBEDDED_DATABASE = PROJECT_ROOT / ".data" / "widget_store.sqlite"
 DEMO_WEBHOOK_SECRET = "whsec_demo_widget_store_not_secret"
-MIN_ADMIN_TOKEN_LENGTH = 16
+# What production asks of its webhook secret and admin token: long, and not a pattern
+# (sixteen identical characters are sixteen characters long, and guessable).
+MIN_SECRET_LENGTH = 24
+MIN_DISTINCT_CHARACTERS = 10
+MIN_CHARACTER_CLASSES = 2  # of: lower case, upper case, digits, anything else
+# Checkouts the embedded SQLite file starts at once: about what one writer gets through
+# in a second (7-9 purchases/s measured), so an admitted checkout answers promptly.
+EMBEDDED_STARTING_CHECKOUTS = 8
+HOW_TO_MAKE_A_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 class ConfigError(ValueError):
@@ -163,6 +171,21 @@ class Settings:
     db_pool_size: int = 16  # connections per process, DBOS's and the store's together
     staging: bool = False  # production that mounts the simulated provider anyway
     public_docs: bool = False  # /docs and /openapi.json in production too
+    # The HTTP server's limits, per process (widget_store/serving.py).
+    request_read_timeout_s: float = 15.0
+    max_connections: int = 1000
+    # Checkouts one process starts at once (None: the backend's default; 0: no bound).
+    max_starting_checkouts: int | None = None
+    # /healthz fails once work has been in flight this long with none finishing well.
+    unhealthy_after_s: float = 30.0
+
+    @property
+    def starting_checkout_limit(self) -> int | None:
+        """The bound on checkouts starting at once: SQLite's one writer takes few; None
+        means no bound (PostgreSQL's default)."""
+        if self.max_starting_checkouts is None:
+            return EMBEDDED_STARTING_CHECKOUTS if self.database.is_sqlite else None
+        return self.max_starting_checkouts or None
 
     @property
     def mounts_simulated_provider(self) -> bool:
@@ -199,20 +222,33 @@ class Settings:
             return
         if self.fault_injection:
             raise ConfigError("WIDGET_STORE_FAULT_INJECTION is for tests; never in production")
-        if self.webhook_secret == DEMO_WEBHOOK_SECRET:
+        if self.webhook_secret.strip() == DEMO_WEBHOOK_SECRET:
             raise ConfigError(
                 "WIDGET_STORE_ENV=production needs its own WIDGET_STORE_WEBHOOK_SECRET, "
                 "not the demo secret"
             )
-        if not self.admin_token or len(self.admin_token) < MIN_ADMIN_TOKEN_LENGTH:
+        if not self.admin_token:
             raise ConfigError(
                 "WIDGET_STORE_ENV=production needs WIDGET_STORE_ADMIN_TOKEN, "
-                f"at least {MIN_ADMIN_TOKEN_LENGTH} characters"
+                f"at least {MIN_SECRET_LENGTH} characters"
             )
-        if self.metrics_token is not None and len(self.metrics_token) < MIN_ADMIN_TOKEN_LENGTH:
+        secrets_to_check = [
+            ("WIDGET_STORE_WEBHOOK_SECRET", self.webhook_secret),
+            ("WIDGET_STORE_ADMIN_TOKEN", self.admin_token),
+        ]
+        if self.metrics_token is not None:
+            secrets_to_check.append(("WIDGET_STORE_METRICS_TOKEN", self.metrics_token))
+        for variable, secret in secrets_to_check:
+            weakness = secret_weakness(secret)
+            if weakness:
+                raise ConfigError(
+                    f"{variable} is too weak for production: {weakness}; "
+                    f"make one with {HOW_TO_MAKE_A_SECRET}"
+                )
+        if self.webhook_secret == self.admin_token:
             raise ConfigError(
-                f"WIDGET_STORE_METRICS_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} "
-                "characters in production"
+                "WIDGET_STORE_ADMIN_TOKEN must differ from WIDGET_STORE_WEBHOOK_SECRET: "
+                "whoever learns one must not hold the other"
             )
 
     @classmethod
@@ -283,6 +319,10 @@ class Settings:
             db_pool_size=int(number("WIDGET_STORE_DB_POOL_SIZE", 16, 4, "connections")),
             staging=flag("WIDGET_STORE_STAGING"),
             public_docs=flag("WIDGET_STORE_PUBLIC_DOCS"),
+            request_read_timeout_s=number("WIDGET_STORE_REQUEST_READ_TIMEOUT_S", 15.0, 0.1),
+            max_connections=int(number("WIDGET_STORE_MAX_CONNECTIONS", 1000, 1, "connections")),
+            max_starting_checkouts=_optional_count(env, "WIDGET_STORE_MAX_STARTING_CHECKOUTS"),
+            unhealthy_after_s=number("WIDGET_STORE_UNHEALTHY_AFTER_S", 30.0, 0.1),
             nats_url=_nats_url(env.get("WIDGET_STORE_NATS_URL", "").strip()),
             outbox_poll_s=number("WIDGET_STORE_OUTBOX_POLL_S", 0.5, 0.01),
             consumer_database=Database.parse(consumer_url, "WIDGET_STORE_CONSUMER_DATABASE_URL")
@@ -294,6 +334,51 @@ class Settings:
             metrics_dir=Path(raw_dir) if (raw_dir := env.get("PROMETHEUS_MULTIPROC_DIR")) else None,
             tracing=Tracing.from_env(env),
         )
+
+
+def secret_weakness(secret: str) -> str | None:
+    """What makes a secret too easy to guess, in words (never the secret); None if nothing.
+
+    Length alone is not enough: sixteen identical characters are long and guessable. So
+    it needs length, many distinct characters and more than one kind of character.
+    """
+    if not secret.strip():
+        return "it is blank"
+    if secret != secret.strip():
+        return "it starts or ends with white space (a copy-and-paste slip?)"
+    if len(secret) < MIN_SECRET_LENGTH:
+        return f"it has {len(secret)} characters, and needs at least {MIN_SECRET_LENGTH}"
+    distinct = len(set(secret))
+    if distinct < MIN_DISTINCT_CHARACTERS:
+        return (
+            f"it has only {distinct} distinct characters, and needs at least "
+            f"{MIN_DISTINCT_CHARACTERS}"
+        )
+    classes = sum(
+        any(test(ch) for ch in secret)
+        for test in (
+            str.islower,
+            str.isupper,
+            str.isdigit,
+            lambda ch: not (ch.islower() or ch.isupper() or ch.isdigit()),
+        )
+    )
+    if classes < MIN_CHARACTER_CLASSES:
+        return (
+            "it uses one kind of character only; mix letters with digits or symbols "
+            "(or upper with lower case)"
+        )
+    return None
+
+
+def _optional_count(env: Mapping[str, str], name: str) -> int | None:
+    """A whole number >= 0, or None when unset (the default applies)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()):
+        raise ConfigError(f"{name} must be a whole number >= 0 (0: no bound), not {raw!r}")
+    return int(raw)
 
 
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")

@@ -153,6 +153,17 @@ class ShortItem:
 
 
 @dataclass(frozen=True)
+class Restocked:
+    """One product after a restock: what the operator said is on hand, what live orders
+    hold of it, and so what is left for shoppers."""
+
+    product_id: int
+    on_hand: int
+    held: int
+    available: int
+
+
+@dataclass(frozen=True)
 class PricedLine:
     product_id: int
     quantity: int
@@ -305,6 +316,16 @@ def shortages(items: Iterable[LineItem], stock: Mapping[int, int]) -> list[Short
     ]
 
 
+def restocked(product_id: int, on_hand: int, held: int) -> Restocked:
+    """A restock says how many units are on hand, counting those set aside for orders not
+    yet dispatched: those are not for sale, so the shelf gets the rest (never below zero).
+
+    When each of those orders is released its units come back, and the shelf holds what
+    was asked; when it is dispatched its units leave the building with it.
+    """
+    return Restocked(product_id, on_hand, held, max(0, on_hand - held))
+
+
 def dispatch_remaining(status: OrderStatus, eta: datetime | None, now: datetime) -> float | None:
     """Seconds of dispatch left, derived from the durable dispatch deadline."""
     if status is OrderStatus.DISPATCHED:
@@ -365,6 +386,14 @@ class CheckoutRejected(StoreError):
 
 class CheckoutStillStarting(StoreError):
     """The checkout exists but has not reserved stock yet; the client may retry the key."""
+
+
+class StoreBusy(StoreError):
+    """This process is starting as many checkouts as it takes at once; retry shortly."""
+
+
+class StoreStalled(StoreError):
+    """Work has been in flight for a while and none of it finishes: the health check fails."""
 
 
 class PaymentNotFound(StoreError):

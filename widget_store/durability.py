@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
@@ -40,6 +40,7 @@ from dbos._utils import INTERNAL_QUEUE_NAME
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from widget_store import faults, metrics
+from widget_store.admission import Admission, Progress
 from widget_store.config import Settings
 from widget_store.domain import Undone
 from widget_store.logs import log_context
@@ -172,6 +173,9 @@ class CheckoutServices:
     app_version: str = ""
     executors: frozenset[str] = frozenset()
     stuck_after_s: float = 120.0
+    # How much this process takes on, and whether it moves (widget_store/admission.py).
+    admission: Admission = field(default_factory=lambda: Admission(None))
+    progress: Progress = field(default_factory=Progress)
 
     @property
     def writer(self) -> AsyncEngine:
@@ -190,6 +194,13 @@ def services() -> CheckoutServices:
     if _services is None:
         raise RuntimeError("checkout services are not installed; create_app() installs them")
     return _services
+
+
+_UNWATCHED = Progress()
+
+
+def _progress() -> Progress:
+    return _services.progress if _services is not None else _UNWATCHED
 
 
 @asynccontextmanager
@@ -217,7 +228,12 @@ def step(
 
     def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
         async def body(*args: P.args, **kwargs: P.kwargs) -> R:
-            with log_context(step=name, compensation=compensation), metrics.step_timer(name):
+            # Each attempt is work in flight, for the health check; outside an app, none.
+            with (
+                _progress().working(),
+                log_context(step=name, compensation=compensation),
+                metrics.step_timer(name),
+            ):
                 try:
                     faults.fail_now(name)  # inside the step, so DBOS records it
                     result = await fn(*args, **kwargs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +70,17 @@ def _placed(order: Any) -> bool:
 
 async def start_checkout(checkout_key: str, request: CheckoutRequest) -> CheckoutView:
     """Start (or find) the checkout for this key; answer once stock is held or refused."""
+    with services().progress.working():
+        return await _start_checkout(checkout_key, request)
+
+
+def checkout_admitted() -> AbstractAsyncContextManager[None]:
+    """A place among the checkouts this process starts at once; StoreBusy if none frees
+    up shortly (see admission.py). The route takes it before any other work."""
+    return services().admission.starting()
+
+
+async def _start_checkout(checkout_key: str, request: CheckoutRequest) -> CheckoutView:
     engine = services().engine
     deadline = time.monotonic() + CHECKOUT_REPLY_TIMEOUT_S
     with order_watch.watching(checkout_key) as news:  # subscribe first: no news slips by
@@ -149,6 +161,13 @@ async def accept_payment_verdict(
     workflow finds the verdict in the row at its deadline at the latest, and the
     provider's retry of the same event re-sends the message under the same key.
     """
+    with services().progress.working():
+        return await _accept_payment_verdict(payment_id, verdict, event_id, amount_cents)
+
+
+async def _accept_payment_verdict(
+    payment_id: str, verdict: PaymentVerdict, event_id: str, amount_cents: int
+) -> dict[str, Any]:
     now = datetime.now(UTC)
     repeated = False
     async with services().writer.begin() as conn:

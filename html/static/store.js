@@ -173,9 +173,10 @@ function forgetAttempt() {
 
 // POST the checkout, retrying dropped connections and "still starting" with the same key.
 async function postCheckout(key, body) {
+  let why = "The connection dropped";
   for (let attempt = 0; attempt < CHECKOUT_TRIES; attempt += 1) {
     if (attempt > 0) {
-      cartStatus.textContent = "The connection dropped; trying again (you will not be charged twice)…";
+      cartStatus.textContent = `${why}; trying again (you will not be charged twice)…`;
       await sleep(RETRY_MS[Math.min(attempt - 1, RETRY_MS.length - 1)]);
     }
     let response;
@@ -186,10 +187,16 @@ async function postCheckout(key, body) {
         body: JSON.stringify(body),
       });
     } catch (error) {
-      if (error instanceof NetworkError) continue;
+      if (error instanceof NetworkError) {
+        why = "The connection dropped";
+        continue;
+      }
       throw error;
     }
-    if (response.status === 503) continue;
+    if (response.status === 503) {
+      why = "The store is busy";
+      continue;
+    }
     return { response, reply: await response.json().catch(() => ({})) };
   }
   return null;

@@ -139,9 +139,11 @@ def test_orders_are_listed_newest_first_in_pages(store: Store) -> None:
 
 
 def test_restock_sets_every_products_stock(store: Store) -> None:
-    assert store.http.post("/restock", json={"inventory": 7}).json() == {"inventory": 7}
+    answer = store.http.post("/restock", json={"inventory": 7}).json()
+    assert answer["inventory"] == 7
+    assert {p["product_id"]: p["available"] for p in answer["products"]} == store.stock()
     assert set(store.stock().values()) == {7}
-    assert store.http.post("/restock").json() == {"inventory": 100}
+    assert store.http.post("/restock").json()["inventory"] == 100
     assert set(store.stock().values()) == {100}
     assert store.http.post("/restock", json={"inventory": -1}).status_code == 422
 
@@ -183,3 +185,27 @@ def test_a_long_poll_without_news_answers_when_its_wait_is_over(store: Store) ->
     assert response.status_code == 200
     assert len(response.json()["events"]) == seen
     assert store.http.get("/order/1", params={"wait_s": 31}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("decision", "status", "reason"),
+    [("decline", "CANCELLED", "payment declined"), ("pay", "DISPATCHED", None)],
+)
+def test_a_checkout_retried_after_its_order_ended_answers_the_orders_state_now(
+    store: Store, decision: str, status: str, reason: str | None
+) -> None:
+    key = new_key()
+    first = store.checkout(cart((1, 1)), key=key).json()
+    assert first["status"] == "PENDING" and first["payment_url"]
+    store.choose(first["payment_url"], decision)
+    assert store.wait_for(first["order_id"])["status"] == status
+
+    retried = store.checkout(cart((1, 1)), key=key)
+
+    assert retried.status_code == 200
+    answer = retried.json()
+    assert answer["order_id"] == first["order_id"]
+    assert answer["status"] == status
+    assert answer["payment_url"] is None, "nothing left to pay"
+    assert answer["order_token"] == first["order_token"]
+    assert store.order(first["order_id"])["cancel_reason"] == reason

@@ -62,6 +62,8 @@ def test_a_sqlite_file_url_is_accepted_too() -> None:
         ("WIDGET_STORE_NATS_URL", "127.0.0.1:4222", "must be nats://"),
         ("WIDGET_STORE_NATS_URL", "nats://a:4222,http://b", "must be nats://"),
         ("WIDGET_STORE_OUTBOX_POLL_S", "0", ">= 0.01"),
+        ("WIDGET_STORE_REQUEST_READ_TIMEOUT_S", "0", ">= 0.1"),
+        ("WIDGET_STORE_MAX_CONNECTIONS", "none", "number of connections"),
         ("WIDGET_STORE_CONSUMER_DATABASE_URL", "mysql://x/y", "must be a postgresql://"),
         ("WIDGET_STORE_LOG_FORMAT", "xml", "one of text, json"),
         ("WIDGET_STORE_METRICS", "yes", "0 or 1"),
@@ -106,8 +108,8 @@ def test_the_event_stream_is_off_until_a_nats_url_is_set() -> None:
 
 PRODUCTION = {
     "WIDGET_STORE_ENV": "production",
-    "WIDGET_STORE_WEBHOOK_SECRET": "whsec_a_real_secret",
-    "WIDGET_STORE_ADMIN_TOKEN": "a-long-admin-token-123",
+    "WIDGET_STORE_WEBHOOK_SECRET": "whsec_a_real_secret_Kq83vLx0",
+    "WIDGET_STORE_ADMIN_TOKEN": "a-long-admin-token-5f0c9e2b71",
 }
 
 
@@ -120,14 +122,70 @@ def test_production_starts_with_its_own_secret_and_an_admin_token() -> None:
     [
         ({"WIDGET_STORE_WEBHOOK_SECRET": ""}, "not the demo secret"),
         ({"WIDGET_STORE_WEBHOOK_SECRET": DEMO_WEBHOOK_SECRET}, "not the demo secret"),
+        ({"WIDGET_STORE_WEBHOOK_SECRET": DEMO_WEBHOOK_SECRET + " "}, "not the demo secret"),
+        ({"WIDGET_STORE_WEBHOOK_SECRET": " " + DEMO_WEBHOOK_SECRET}, "not the demo secret"),
         ({"WIDGET_STORE_ADMIN_TOKEN": ""}, "needs WIDGET_STORE_ADMIN_TOKEN"),
-        ({"WIDGET_STORE_ADMIN_TOKEN": "short"}, "at least 16"),
-        ({"WIDGET_STORE_METRICS_TOKEN": "short"}, "WIDGET_STORE_METRICS_TOKEN must be at least 16"),
+        ({"WIDGET_STORE_METRICS_TOKEN": "short"}, "WIDGET_STORE_METRICS_TOKEN is too weak"),
     ],
 )
 def test_production_refuses_demo_defaults(change: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env({**PRODUCTION, **change}).check_safe_to_start()
+
+
+@pytest.mark.parametrize("variable", ["WIDGET_STORE_WEBHOOK_SECRET", "WIDGET_STORE_ADMIN_TOKEN"])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("x", "it has 1 characters, and needs at least 24"),
+        ("   ", "it is blank"),
+        ("short-but-mixed-42", "it has 18 characters, and needs at least 24"),
+        ("a" * 16, "it has 16 characters"),
+        ("a" * 40, "only 1 distinct characters"),
+        ("ab12" * 10, "only 4 distinct characters"),
+        ("abcdefghijklmnopqrstuvwxyz", "one kind of character only"),
+        ("a-real-token-with-a-space-5f0c9e2b71 ", "white space"),
+    ],
+    ids=[
+        "one-character",
+        "blank",
+        "short",
+        "sixteen-identical",
+        "long-but-one-character",
+        "a-short-pattern",
+        "one-kind",
+        "trailing-space",
+    ],
+)
+def test_production_refuses_a_secret_without_real_entropy_and_says_why(
+    variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({**PRODUCTION, variable: value}).check_safe_to_start()
+    assert variable in str(refused.value)
+    assert "too weak" in str(refused.value)
+    assert message in str(refused.value)
+    assert "secrets.token_urlsafe" in str(refused.value), "says how to make a good one"
+    if value.strip():
+        assert value.strip() not in str(refused.value), "never repeats the secret"
+
+
+def test_production_refuses_the_same_value_for_the_admin_token_and_the_webhook_secret() -> None:
+    same = {**PRODUCTION, "WIDGET_STORE_ADMIN_TOKEN": PRODUCTION["WIDGET_STORE_WEBHOOK_SECRET"]}
+    with pytest.raises(ConfigError, match="must differ"):
+        Settings.from_env(same).check_safe_to_start()
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "0123456789abcdef0123456789abcdef",  # secrets.token_hex(16)
+        "Zq3_x8Vb-2LmN0pRt7sWyA1cE5gH9jKo",  # secrets.token_urlsafe(24)
+        "correct horse battery staple",  # a passphrase: letters and spaces
+    ],
+)
+def test_production_accepts_generated_secrets_and_passphrases(secret: str) -> None:
+    Settings.from_env({**PRODUCTION, "WIDGET_STORE_WEBHOOK_SECRET": secret}).check_safe_to_start()
 
 
 def test_the_demo_starts_with_its_defaults() -> None:

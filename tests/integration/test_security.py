@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers import ADMIN_TOKEN, Store
+from tests.helpers import ADMIN_TOKEN, PRODUCTION_WEBHOOK_SECRET, Store
 from tests.server import widget_store_command
 from widget_store import queries
 from widget_store.app import create_app
@@ -26,7 +26,7 @@ def test_serve_refuses_to_start_in_production_without_an_admin_token() -> None:
     env = {
         **os.environ,
         "WIDGET_STORE_ENV": "production",
-        "WIDGET_STORE_WEBHOOK_SECRET": "whsec_production_secret",
+        "WIDGET_STORE_WEBHOOK_SECRET": PRODUCTION_WEBHOOK_SECRET,
         "WIDGET_STORE_ADMIN_TOKEN": "",
     }
     result = subprocess.run(

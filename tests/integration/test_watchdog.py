@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
+import pytest
 from dbos import DBOS
 
 from tests.helpers import Store, cart, new_key
@@ -114,3 +115,71 @@ def test_the_watchdog_runs_on_a_schedule(store: Store) -> None:
     assert schedule is not None
     assert schedule["schedule"] == "0 * * * * *"
     assert schedule["status"] == "ACTIVE"
+
+
+# --- no checkout can switch the watchdog off (issue 9, item 3) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["~resolve-1", "~resolve%2F1", "%7Eresolve%2F1", "sched-x+00:00", "a/b"],
+    ids=["tilde", "tilde-slash", "encoded", "plus", "slash"],
+)
+def test_a_checkout_key_can_never_be_an_internal_workflow_id(store: Store, key: str) -> None:
+    response = store.http.post(f"/checkout/{key}", json=cart((1, 1)))
+    assert response.status_code in (404, 422), response.text
+    assert store.scalar("SELECT count(*) FROM orders") == 0
+    assert DBOS.list_workflows(workflow_ids=["~resolve/1", "~resolve-1"]) == []
+
+
+def test_checkouts_under_the_old_resolver_ids_cannot_stop_an_order_being_resolved(
+    settings: Settings,
+) -> None:
+    with Store.running(replace(settings, stuck_after_s=0)) as store:
+        # A stranger takes "resolve-2" with a cheap checkout that fails for want of stock.
+        store.http.post("/restock", json={"inventory": 0})
+        squatter = store.checkout(cart((1, 1)), key="resolve-2")
+        assert squatter.status_code == 409
+        store.http.post("/restock", json={"inventory": 100})
+        key = new_key()
+        victim = store.checkout(cart((1, 3)), key=key).json()
+        assert victim["order_id"] == 2
+        DBOS.cancel_workflow(key)  # its workflow ended without ending the order
+
+        report = run_watchdog(store)
+
+        assert report["resolved"] == [2] and report["failed"] == []
+        order = store.wait_for(2)
+        assert order["status"] == "CANCELLED"
+        assert order["cancel_reason"] == "stalled checkout, resolved by the watchdog"
+        assert store.stock()[1] == 100, "its stock is back on the shelf"
+
+
+def strand_under_a_name_this_code_does_not_register(store: Store, key: str) -> None:
+    """The order's workflow looks like a future version's, pending on a slot that is gone:
+    the watchdog may neither resume it (unknown steps) nor resolve it (it is not over)."""
+    DBOS.cancel_workflow(key)
+    table = "workflow_status" if store.settings.database.is_sqlite else "dbos.workflow_status"
+    store.execute(
+        f"UPDATE {table} SET status = 'PENDING', name = 'checkout.v9', "
+        "executor_id = 'widget-store-7' WHERE workflow_uuid = :key",
+        key=key,
+    )
+
+
+def test_an_order_the_watchdog_cannot_handle_does_not_stop_the_pass(settings: Settings) -> None:
+    with Store.running(replace(settings, stuck_after_s=0)) as store:
+        troubled_key, stuck_key = new_key(), new_key()
+        troubled = store.checkout(cart((1, 1)), key=troubled_key).json()
+        stuck = store.checkout(cart((2, 1)), key=stuck_key).json()
+        strand_under_a_name_this_code_does_not_register(store, troubled_key)
+        DBOS.cancel_workflow(stuck_key)
+
+        first = run_watchdog(store)  # 200: one order's trouble is not the pass's
+
+        assert first["failed"] == [troubled["order_id"]]
+        assert first["resolved"] == [stuck["order_id"]]
+        assert store.wait_for(stuck["order_id"])["status"] == "CANCELLED"
+        second = run_watchdog(store)
+        assert second["failed"] == [troubled["order_id"]], "tried again at the next pass"
+        assert second["resolved"] == []

@@ -17,6 +17,7 @@ from widget_store.domain import (
     dispatch_remaining,
     order_total,
     price_lines,
+    restocked,
     shortages,
 )
 
@@ -70,3 +71,24 @@ def test_dispatch_progress_counts_down_to_the_durable_deadline() -> None:
     assert dispatch_remaining(OrderStatus.DISPATCHED, None, now) == 0.0
     assert dispatch_remaining(OrderStatus.PENDING, None, now) is None
     assert dispatch_remaining(OrderStatus.CANCELLED, now, now) is None
+
+
+@pytest.mark.parametrize(
+    ("on_hand", "held", "available"),
+    [(100, 0, 100), (10, 3, 7), (3, 3, 0), (2, 5, 0), (0, 0, 0)],
+)
+def test_a_restock_puts_on_the_shelf_what_live_orders_do_not_hold(
+    on_hand: int, held: int, available: int
+) -> None:
+    shelf = restocked(7, on_hand, held)
+    assert (shelf.product_id, shelf.on_hand, shelf.held, shelf.available) == (
+        7,
+        on_hand,
+        held,
+        available,
+    )
+
+
+def test_once_the_held_units_come_back_the_shelf_holds_what_the_restock_said() -> None:
+    shelf = restocked(1, 10, 3)
+    assert shelf.available + shelf.held == 10

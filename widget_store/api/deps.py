@@ -10,6 +10,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from widget_store.config import Settings
+from widget_store.durability import writer as writing
 
 
 def settings(request: Request) -> Settings:
@@ -29,8 +30,9 @@ async def reader(request: Request) -> AsyncIterator[AsyncConnection]:
 
 
 async def writer(request: Request) -> AsyncIterator[AsyncConnection]:
-    """A connection in a transaction that commits when the handler returns."""
-    async with engine(request).begin() as conn:
+    """A connection in a transaction that commits when the handler returns (on SQLite it
+    takes the write lock when it begins, so that reading before writing cannot fail)."""
+    async with writing(engine(request)).begin() as conn:
         yield conn
 
 

@@ -26,7 +26,9 @@ from widget_store.domain import (
     PaymentAmountMismatch,
     PaymentClosed,
     PaymentNotFound,
+    StoreBusy,
     StoreError,
+    StoreStalled,
     UnknownProduct,
     WebhookMismatch,
 )
@@ -48,6 +50,8 @@ STATUS: dict[type[StoreError], int] = {
     CheckoutRejected: 409,
     PaymentClosed: 409,
     CheckoutStillStarting: 503,
+    StoreBusy: 503,
+    StoreStalled: 503,
 }
 
 

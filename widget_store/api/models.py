@@ -121,7 +121,27 @@ class WebhookOut(BaseModel):
 
 
 class RestockIn(Strict):
-    inventory: Annotated[int, Field(ge=0, le=1_000_000, strict=True)] = 100
+    inventory: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=1_000_000,
+            strict=True,
+            description="units on hand of every product, counting those held by live orders",
+        ),
+    ] = 100
+
+
+class RestockedOut(BaseModel):
+    product_id: int
+    on_hand: int = Field(description="what the restock said is there")
+    held: int = Field(description="units set aside for orders not yet dispatched")
+    available: int = Field(description="on the shelf for shoppers: on_hand - held, at least 0")
+
+
+class RestockOut(BaseModel):
+    inventory: int
+    products: list[RestockedOut]
 
 
 class ErrorOut(BaseModel):

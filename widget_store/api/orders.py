@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from widget_store import order_watch, queries, service
 from widget_store.api.deps import Admin, Engine, Reader, SettingsDep, has_admin_token, same_secret
@@ -46,22 +46,28 @@ MAX_WAIT_S = 30.0
     response_model=CheckoutOut,
     responses={
         409: {"model": ErrorOut, "description": "out of stock, or the key was reused"},
-        503: {"model": ErrorOut, "description": "still starting; retry with the same key"},
+        503: {
+            "model": ErrorOut,
+            "description": "still starting, or the store is busy starting others: "
+            "retry with the same key after Retry-After",
+        },
     },
 )
 async def start_checkout(
     idempotency_key: IdempotencyKey,
-    db: Reader,
+    engine: Engine,
     cart: Annotated[CheckoutIn | None, Body()] = None,
 ) -> dict[str, Any]:
     """Create the order and hold its stock; reply with where to pay and how to follow it."""
-    request = await _checkout_request(db, cart or CheckoutIn())
-    await db.close()  # don't hold a pooled connection while the saga works
-    view = await service.start_checkout(idempotency_key, request)
+    # Admitted first, so that a burst past the bound costs no database work at all.
+    async with service.checkout_admitted():
+        async with engine.connect() as db:  # not held while the saga works
+            request = await _checkout_request(db, cart or CheckoutIn())
+        view = await service.start_checkout(idempotency_key, request)
     return asdict(view)
 
 
-async def _checkout_request(db: Reader, cart: CheckoutIn) -> CheckoutRequest:
+async def _checkout_request(db: AsyncConnection, cart: CheckoutIn) -> CheckoutRequest:
     if cart.items is None:
         product = await queries.first_product(db)
         if product is None:

@@ -11,9 +11,10 @@ from widget_store.queries._base import TERMINAL, Db, utcnow
 from widget_store.queries.catalog import (
     first_product,
     get_product,
+    held_by_live_orders,
     list_products,
     prices_of,
-    set_all_inventory,
+    set_stock_on_hand,
 )
 from widget_store.queries.dead_letters import (
     dead_letter,
@@ -70,6 +71,7 @@ __all__ = [
     "event_count",
     "first_product",
     "get_product",
+    "held_by_live_orders",
     "insert_order",
     "list_dead_letters",
     "list_orders",
@@ -91,11 +93,11 @@ __all__ = [
     "release_stock",
     "remember_webhook_event",
     "reserve_stock",
-    "set_all_inventory",
     "set_dead_letter_status",
     "set_payment_state",
     "set_payment_url",
     "set_status",
+    "set_stock_on_hand",
     "short_items_of",
     "unfinished_orders",
     "utcnow",

@@ -7,9 +7,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from widget_store.domain import Product
+from widget_store.domain import OrderStatus, Product, Reservation, Restocked, restocked
 from widget_store.queries._base import Db
-from widget_store.schema import products
+from widget_store.schema import order_items, orders, products
 
 
 def _product(row: Any) -> Product:
@@ -49,5 +49,40 @@ async def prices_of(db: Db, product_ids: Sequence[int]) -> dict[int, int]:
     return {row.product_id: row.price_cents for row in result}
 
 
-async def set_all_inventory(db: Db, inventory: int) -> None:
-    await db.execute(sa.update(products).values(inventory=inventory))
+async def held_by_live_orders(db: Db) -> dict[int, int]:
+    """Units each product has set aside for orders not yet dispatched (they may come back)."""
+    result = await db.execute(
+        sa.select(order_items.c.product_id, sa.func.sum(order_items.c.quantity).label("held"))
+        .join(orders, orders.c.order_id == order_items.c.order_id)
+        .where(
+            orders.c.reservation == Reservation.HELD.value,
+            orders.c.status != OrderStatus.DISPATCHED.value,
+        )
+        .group_by(order_items.c.product_id)
+    )
+    return {row.product_id: int(row.held) for row in result}
+
+
+async def set_stock_on_hand(db: Db, on_hand: int) -> list[Restocked]:
+    """Every product has `on_hand` units, counting those held by live orders.
+
+    Rows are locked in product order first, the order reservations lock them in, so a
+    restock and concurrent checkouts queue instead of deadlocking. Only then are the
+    holds counted: at READ COMMITTED the count is a new statement, so it sees every
+    reservation and release that committed before the locks were granted, and none can
+    commit a change to these products until this transaction ends. (SQLite has one
+    writer at a time: the whole transaction is that lock.)
+    """
+    locked = await db.execute(
+        sa.select(products.c.product_id).order_by(products.c.product_id).with_for_update()
+    )
+    product_ids = list(locked.scalars())
+    held = await held_by_live_orders(db)
+    shelves = [restocked(pid, on_hand, held.get(pid, 0)) for pid in product_ids]
+    for shelf in shelves:
+        await db.execute(
+            sa.update(products)
+            .where(products.c.product_id == shelf.product_id)
+            .values(inventory=shelf.available)
+        )
+    return shelves

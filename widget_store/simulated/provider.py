@@ -82,6 +82,10 @@ class PaymentNotOpen(Exception):
     pass
 
 
+class UnknownPaymentPage(PaymentNotOpen):
+    """No payment has this page token (a payment ID, say, is not one)."""
+
+
 WebhookClient = Callable[[], httpx.AsyncClient]
 
 
@@ -174,7 +178,7 @@ class SimulatedPaymentProvider:
         async with self._engine.begin() as conn:
             row = await self._by_page(conn, page_token)
             if row is None:
-                raise PaymentNotOpen("This payment does not exist.")
+                raise UnknownPaymentPage("This payment does not exist.")
             expired = await self._expire(conn, row)
         if expired:  # recorded first: the refusal must not roll the expiry back
             raise PaymentNotOpen("This payment has expired; the shop stopped waiting.")

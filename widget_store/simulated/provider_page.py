@@ -16,7 +16,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from widget_store.simulated.provider import PaymentNotOpen, SimulatedPaymentProvider
+from widget_store.simulated.provider import (
+    PaymentNotOpen,
+    SimulatedPaymentProvider,
+    UnknownPaymentPage,
+)
 
 
 def _page(title: str, body: str) -> str:
@@ -79,6 +83,7 @@ def provider_router(
         responses={
             202: _html("captured; the shop will be told as soon as it answers"),
             303: {"description": "decided and delivered: on to the shop's order page"},
+            404: _html("no payment has this page token"),
             409: _html("the payment cannot be decided (expired, decided) or the shop refused it"),
         },
     )
@@ -88,6 +93,9 @@ def provider_router(
         """The shopper's choice: `pay` or `decline`. The provider then calls the webhook."""
         try:
             delivery = await get_provider(request).decide(page_token, decision)
+        except UnknownPaymentPage:
+            body = "<h1>Unknown payment</h1><p>This payment does not exist.</p>"
+            return HTMLResponse(_page("Unknown payment", body), status_code=404)
         except PaymentNotOpen as refused:
             body = f"<h1>Payment not possible</h1><p>{html.escape(str(refused))}</p>"
             return HTMLResponse(_page("Payment not possible", body), status_code=409)
