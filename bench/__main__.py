@@ -5,6 +5,7 @@ python -m bench throughput --embedded # the same on the embedded SQLite default
 python -m bench recovery              # kill -9 with checkouts in flight
 python -m bench waiting               # 10,000 checkouts waiting for payment
 python -m bench observability         # purchases with metrics and JSON logs off and on, in turns
+python -m bench relay                 # purchases with the outbox relay to NATS off and on
 python -m bench smoke                 # seconds; what CI runs so the benchmark never rots
 python -m bench trips                 # the trip saga on the store and on Temporal, side by side
 python -m bench trips --smoke         # seconds of it
@@ -49,6 +50,11 @@ def main() -> None:
         "--control", action="store_true", help="both stores without them: the noise floor"
     )
     cost.add_argument("--name", default=None, help="the results' file name")
+    relay = commands.add_parser("relay", help="throughput with the outbox relay off and on")
+    relay.add_argument("--levels", default="1,8,32")
+    relay.add_argument("--seconds", type=float, default=20.0)
+    relay.add_argument("--rounds", type=int, default=2)
+    relay.add_argument("--workers", type=int, default=1)
     smoke = commands.add_parser("smoke", help="a few seconds of each, no targets (CI)")
     smoke.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "bench-smoke")
     trips = commands.add_parser("trips", help="the trip saga: the store against Temporal")
@@ -97,6 +103,9 @@ def main() -> None:
         scenarios.observability(
             levels, args.seconds, args.rounds, args.workers, name=name, control=args.control
         )
+    elif args.command == "relay":
+        levels = [int(level) for level in args.levels.split(",")]
+        scenarios.relay(levels, args.seconds, args.rounds, args.workers)
     else:
         scenarios.smoke(args.results)
 

@@ -14,8 +14,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from statistics import mean, median
 from typing import Any
@@ -89,8 +89,8 @@ class Comparison:
 
 
 @contextmanager
-def scraping(store: BenchStore) -> Iterator[list[int]]:
-    """Scrape the store's /metrics every second meanwhile; yields the statuses seen."""
+def scraping(store: BenchStore) -> Iterator[None]:
+    """Scrape the store's /metrics every second meanwhile; every scrape must answer 200."""
     statuses: list[int] = []
     stop = threading.Event()
 
@@ -102,10 +102,11 @@ def scraping(store: BenchStore) -> Iterator[list[int]]:
     thread = threading.Thread(target=scrape, daemon=True)
     thread.start()
     try:
-        yield statuses
+        yield
     finally:
         stop.set()
         thread.join()
+    assert statuses and set(statuses) == {200}, statuses
 
 
 def compare(
@@ -114,12 +115,38 @@ def compare(
     """Each level on each store in turn. `control` runs the second store without metrics
     and JSON logs too: what the comparison reads when there is nothing to find, which is
     how much of a difference the machine's noise alone makes."""
+    return compare_settings(
+        {**OFF, **LOG_LEVEL},
+        {**(OFF if control else ON), **LOG_LEVEL},
+        levels,
+        seconds,
+        rounds,
+        workers,
+        while_on=None if control else scraping,
+    )
+
+
+def compare_settings(
+    off_env: dict[str, str],
+    on_env: dict[str, str],
+    levels: list[int],
+    seconds: float,
+    rounds: int,
+    workers: int,
+    *,
+    while_on: Callable[[BenchStore], AbstractContextManager[None]] | None = None,
+    settle_s: float = SETTLE_AFTER_START_S,
+) -> list[Comparison]:
+    """Two stores identical but for `off_env` and `on_env`, each level on each in turn, the
+    order flipped every round. `while_on`, if given, runs beside each of the second
+    store's turns (a scraper, a check that the outbox drained) and raises if what it
+    watches went wrong."""
     options = {"workers": workers}
     with (
-        BenchStore(StoreOptions(**options, env={**OFF, **LOG_LEVEL})) as off,
-        BenchStore(StoreOptions(**options, env={**(OFF if control else ON), **LOG_LEVEL})) as on,
+        BenchStore(StoreOptions(**options, env=off_env)) as off,
+        BenchStore(StoreOptions(**options, env=on_env)) as on,
     ):
-        time.sleep(max(0.0, off.started_at + SETTLE_AFTER_START_S - time.monotonic()))
+        time.sleep(max(0.0, off.started_at + settle_s - time.monotonic()))
         for store in (off, on):
             run_level(store, max(levels), min(WARM_UP_S, seconds), None, count_commits=False)
         results = {shoppers: Comparison(shoppers, [], []) for shoppers in levels}
@@ -127,15 +154,13 @@ def compare(
             for shoppers in levels:
                 turns = [("off", off), ("on", on)]
                 for label, store in turns if round_number % 2 == 0 else turns[::-1]:
-                    if label == "on" and not control:
-                        with scraping(store) as statuses:
+                    if label == "on" and while_on is not None:
+                        with while_on(store):
                             level = run_level(store, shoppers, seconds, None, count_commits=False)
-                        assert statuses and set(statuses) == {200}, statuses
-                        results[shoppers].on.append(level)
                     else:
                         level = run_level(store, shoppers, seconds, None, count_commits=False)
-                        runs = results[shoppers].on if label == "on" else results[shoppers].off
-                        runs.append(level)
+                    runs = results[shoppers].on if label == "on" else results[shoppers].off
+                    runs.append(level)
                     print(
                         f"  round {round_number + 1}, {shoppers:>3} shoppers, {label:>3}: "
                         f"{level.purchases_per_s:.1f} purchases/s, "

@@ -102,6 +102,49 @@ def observability(
     print(f"saved {results / (name + '.json')}")
 
 
+def relay(
+    levels: list[int],
+    seconds: float,
+    rounds: int,
+    workers: int,
+    *,
+    results: Path = RESULTS,
+    name: str = "relay",
+    settle_s: float | None = None,
+) -> None:
+    from bench import observability as cost
+    from bench import relay_cost
+
+    print(
+        f"The outbox relay off and on (NATS JetStream), {workers} app process(es), "
+        f"{seconds:g} s per run, {rounds} round(s), in turns"
+    )
+    comparisons = relay_cost.compare(levels, seconds, rounds, workers, settle_s=settle_s)
+    print()
+    print(cost.table(comparisons))
+    worst = min(comparisons, key=lambda c: c.paired_change_pct)
+    print(
+        target(
+            f"purchases/s relaying vs not ({worst.shoppers} shoppers, worst, paired)",
+            100 + worst.paired_change_pct,
+            90,
+            at_most=False,
+            unit="%",
+        )
+    )
+    save_json(
+        name,
+        {
+            "workers": workers,
+            "seconds_per_run": seconds,
+            "rounds": rounds,
+            "levels": [c.to_json() for c in comparisons],
+        },
+        results,
+    )
+    print(f"saved {results / (name + '.json')}")
+
+
 def recovery(in_flight: int, results: Path = RESULTS) -> None:
     from bench import recovery as recovery_bench
 
@@ -220,3 +263,4 @@ def smoke(results: Path) -> None:
     recovery(6, results)
     waiting(20, 2.0, results)
     observability([2], 2.0, 1, 1, results=results, name="smoke-observability")
+    relay([2], 2.0, 1, 1, results=results, name="smoke-relay", settle_s=0.0)

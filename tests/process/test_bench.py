@@ -39,3 +39,8 @@ def test_the_benchmark_smoke_run_measures_every_scenario(tmp_path: Path) -> None
     assert level["shoppers"] == 2 and level["off"] and level["on"]
     assert all(run["purchases"] > 0 and run["errors"] == 0 for run in level["off"] + level["on"])
     assert 0 < cost["per_operation"]["per_purchase_us"] < 10_000
+    relay = json.loads((tmp_path / "smoke-relay.json").read_text())
+    (level,) = relay["levels"]
+    assert level["shoppers"] == 2 and level["off"] and level["on"]
+    assert all(run["purchases"] > 0 and run["errors"] == 0 for run in level["off"] + level["on"])
+    assert "purchases/s relaying vs not" in result.stdout
