@@ -94,6 +94,7 @@ def make_settings(url: str, **overrides: object) -> Settings:
         database=Database.parse(url),
         payment_timeout_s=60.0,
         dispatch_s=0.2,
+        provider_redeliver_s=0.5,
         log_level="WARNING",
     )
     return replace(base, **overrides)  # type: ignore[arg-type]

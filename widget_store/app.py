@@ -89,7 +89,7 @@ def create_app(
         await watchdog.take_over_earlier_versions()
         background = [
             asyncio.create_task(durability.slow_down_after_recovery(queue)),
-            asyncio.create_task(provider.keep_redelivering()),
+            asyncio.create_task(provider.keep_redelivering(settings.provider_redeliver_s)),
         ]
         relay = _outbox_relay(settings)
         relaying = asyncio.create_task(relay.run()) if relay else None

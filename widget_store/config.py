@@ -157,6 +157,7 @@ class Settings:
     database: Database
     payment_timeout_s: float = 900.0
     dispatch_s: float = 10.0
+    provider_redeliver_s: float = 10.0  # the simulated provider's retry of unanswered webhooks
     webhook_secret: str = DEMO_WEBHOOK_SECRET
     env: Environment = Environment.DEMO
     admin_token: str | None = None
@@ -303,6 +304,7 @@ class Settings:
             database=Database.parse(env.get("WIDGET_STORE_DATABASE_URL", "").strip()),
             payment_timeout_s=number("WIDGET_STORE_PAYMENT_TIMEOUT_S", 900.0, 0.1),
             dispatch_s=number("WIDGET_STORE_DISPATCH_S", 10.0, 0.0),
+            provider_redeliver_s=number("WIDGET_STORE_PROVIDER_REDELIVER_S", 10.0, 0.1),
             webhook_secret=env.get("WIDGET_STORE_WEBHOOK_SECRET") or DEMO_WEBHOOK_SECRET,
             env=environment,
             admin_token=env.get("WIDGET_STORE_ADMIN_TOKEN") or None,
