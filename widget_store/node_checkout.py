@@ -235,7 +235,7 @@ async def node_checkout_workflow(saga_input: NodeSaga) -> dict[str, Any]:
     # As the store's checkout does: the payment's undo before place_order, whose provider
     # call may open the payment and then time out.
     _register(saga, told, checkout_key, through=OrderEvent.PAYMENT_REFUNDED)
-    current = protocol.RESERVE
+    current: int | None = protocol.RESERVE  # the protocol step under way
     try:
         await told.say(protocol.reserve_inventory(saga_id, message.items))
         placed = await steps.place_order(checkout_key, saga_input.request)
@@ -273,30 +273,33 @@ async def node_checkout_workflow(saga_input: NodeSaga) -> dict[str, Any]:
             await told.say(protocol.step_failed(saga_id, protocol.SHIP, "shipment_failed", refusal))
             raise SagaAborted(f"Shipment failed: {refusal}")
         told.done.add(protocol.SHIP)
-        await steps.complete_dispatch(order.order_id)
-        outcome = protocol.checkout_complete(saga_id, order_name(order.order_id))
+        current = None  # every protocol step is done: what is left is the store's
         await told.say(
             protocol.create_shipment_ok(
                 saga_id, steps.shipment_key(order.order_id), shipment.tracking_number
-            ),
-            told.final(outcome),
+            )
         )
+        await steps.complete_dispatch(order.order_id)
+        outcome = protocol.checkout_complete(saga_id, order_name(order.order_id))
+        await told.say(told.final(outcome))
         return outcome
     except SagaAborted as aborted:
         reason = aborted.reason
     except UnknownProduct:  # checked before the start; a product may vanish since
         await told.say(
-            protocol.step_failed(saga_id, current, "unknown_sku", "a SKU left the catalog")
+            protocol.step_failed(saga_id, protocol.RESERVE, "unknown_sku", "a SKU left the catalog")
         )
         reason = "Unknown SKU"
     except (error.DBOSUnexpectedStepError, error.DBOSStepNondeterminismError):
         raise  # the code no longer matches the history: leave it to an operator
     except Exception as failure:  # a bug, or an outage past every retry: still compensate
         DBOS.logger.exception("node saga %s failed unexpectedly: %r", saga_id, failure)
-        await told.say(
-            protocol.step_failed(saga_id, current, "internal_error", type(failure).__name__)
-        )
-        reason = f"Internal error in {protocol.STEP_NAMES[current]}"
+        if current is None:
+            reason = "Internal error completing the order"
+        else:
+            what = type(failure).__name__
+            await told.say(protocol.step_failed(saga_id, current, "internal_error", what))
+            reason = f"Internal error in {protocol.STEP_NAMES[current]}"
 
     await saga.rollback(reason)
     outcome = protocol.checkout_failed(saga_id, reason)
