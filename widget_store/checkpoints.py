@@ -96,9 +96,16 @@ class Topic(StrEnum):
 INTERNAL_ID_PREFIX = "~"
 
 
+NODE_SAGA_PREFIX = f"{INTERNAL_ID_PREFIX}node/"
+
+
 def node_saga_id(saga_id: str) -> str:
     """The workflow (and order checkout key) of `widget-store node`'s saga `saga_id`."""
-    return f"{INTERNAL_ID_PREFIX}node/{saga_id}"
+    return f"{NODE_SAGA_PREFIX}{saga_id}"
+
+
+def is_node_saga(workflow_id: str) -> bool:
+    return workflow_id.startswith(NODE_SAGA_PREFIX)
 
 
 def resolve_order_id(order_id: int) -> str:

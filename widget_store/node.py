@@ -6,8 +6,8 @@ error). `init` is answered `init_ok`; each `checkout` starts a durable saga
 A line it cannot use gets an `error` reply, and the node carries on. At the end of its
 input it waits for every saga it runs to end, then exits.
 
-The node is a DBOS process of its own (executor `widget-store-node`) on the store's
-database: the embedded SQLite file by default, `WIDGET_STORE_DATABASE_URL` otherwise.
+The node is a DBOS application of its own (`widget-store-node`, one executor) on the
+store's database: the embedded SQLite file by default, `WIDGET_STORE_DATABASE_URL` otherwise.
 Killed, and started again on the same database, it recovers the sagas it was running and
 they send the rest of their messages. Run one node per database at a time: a second one
 would recover the first one's sagas as its own.
@@ -50,6 +50,9 @@ from widget_store.simulated.carrier import SimulatedCarrier
 from widget_store.simulated.provider import SimulatedPaymentProvider
 
 log = logging.getLogger("widget_store.node")
+# A DBOS application of its own: it never runs the store's schedules or dequeues its
+# work, and the store's processes never take the node's recovered sagas off the queue.
+NODE_APP_NAME = "widget-store-node"
 NODE_EXECUTOR_ID = "widget-store-node"
 
 
@@ -57,20 +60,29 @@ class LineOutput:
     """Standard output: one message per line, numbered by the node's own msg_id counter.
 
     Sagas write from DBOS steps, the line loop from its replies: a lock keeps each line
-    whole and the numbers in the order the lines are written.
+    whole and the numbers in the order the lines are written. A reader that has gone
+    (a closed pipe) loses the rest of the messages, never a saga: writing never fails a
+    step, so every saga still completes or compensates, durably.
     """
 
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
         self._lock = threading.Lock()
         self._next_id = 0
+        self._gone = False
 
     def send(self, envelope: Envelope) -> None:
         with self._lock:
             body = {**envelope.body, "msg_id": self._next_id}
             self._next_id += 1
-            self._stream.write(protocol.encode(replace(envelope, body=body)) + "\n")
-            self._stream.flush()
+            if self._gone:
+                return
+            try:
+                self._stream.write(protocol.encode(replace(envelope, body=body)) + "\n")
+                self._stream.flush()
+            except (OSError, ValueError) as error:  # a broken pipe, a closed stream
+                self._gone = True
+                log.warning("node: standard output is gone (%r); the sagas carry on", error)
 
 
 class Node:
@@ -141,20 +153,22 @@ class Node:
     async def _answer_repeat(
         self, envelope: Envelope, message: CheckoutMessage, handle: WorkflowHandleAsync[Any]
     ) -> None:
-        wid = handle.workflow_id
-        [status] = await DBOS.list_workflows_async(workflow_ids=[wid], load_output=False)
-        first: NodeSaga | None = status.input["args"][0] if status.input else None
-        if first is None or not first.checkout.same_request(message):
-            self._refuse(
-                envelope,
-                ErrorCode.PRECONDITION_FAILED,
-                f"saga {message.saga_id!r} was started with a different checkout",
-            )
-            return
         try:
+            statuses = await DBOS.list_workflows_async(
+                workflow_ids=[handle.workflow_id], load_output=False
+            )
+            first = statuses[0].input["args"][0] if statuses and statuses[0].input else None
+            if not isinstance(first, NodeSaga) or not first.checkout.same_request(message):
+                self._refuse(
+                    envelope,
+                    ErrorCode.PRECONDITION_FAILED,
+                    f"saga {message.saga_id!r} was started with a different checkout",
+                )
+                return
             outcome = await handle.get_result()
-        except Exception as failure:
-            self._refuse(envelope, ErrorCode.CRASH, f"the saga ended in error: {failure!r}"[:300])
+        except Exception as failure:  # the saga ended in error, or the database is down
+            text = f"the saga's outcome is unavailable: {type(failure).__name__}"
+            self._refuse(envelope, ErrorCode.CRASH, text)
             return
         self._output.send(envelope.reply(outcome))
 
@@ -226,7 +240,9 @@ async def _run(settings: Settings, crash_after: list[str], fail_in: list[str]) -
     install_output(output)
     durability.internal_queue()  # polled fast: recovered sagas resume at once
     durability.pace_dbos_background_work()
-    DBOS(config=durability.dbos_config(settings))
+    config = durability.dbos_config(settings)
+    config["name"] = NODE_APP_NAME
+    DBOS(config=config)
     engine = durability.create_store_engine(settings)
     provider = SimulatedPaymentProvider(
         durability.writer(engine), settings.webhook_secret, _no_webhooks

@@ -247,7 +247,9 @@ def test_a_repeated_saga_id_is_the_same_saga(sqlite_database: str, tmp_path: Pat
         tmp_path / "node.log",
         [checkout(4, "again", ("abc123", 1)), checkout(5, "again", ("abc123", 3))],
     )
-    answer, refusal = bodies(later)
+    by_request = {body["in_reply_to"]: body for body in bodies(later)}
+    assert sorted(by_request) == [4, 5]
+    answer, refusal = by_request[4], by_request[5]
     assert answer["type"] == "checkout_complete"
     assert (answer["order_id"], answer["in_reply_to"]) == (complete["body"]["order_id"], 4)
     assert (refusal["type"], refusal["code"], refusal["in_reply_to"]) == ("error", 22, 5)
