@@ -209,7 +209,7 @@ UNDOES = {
 def _register(saga: Saga, told: Told, checkout_key: str, *, through: OrderEvent) -> None:
     """Register the store's undos, in the store's order, up to and including `through`."""
     names = [name for name, _ in COMPENSATIONS]
-    start = len(saga.pending)
+    start = len(saga.pending)  # registered so far (nothing is rolled back before the end)
     for name, undo in COMPENSATIONS[start : names.index(through) + 1]:
 
         def bound(reason: str, undo: Any = undo) -> Awaitable[object]:
