@@ -52,8 +52,14 @@ from widget_store.simulated.provider import SimulatedPaymentProvider
 log = logging.getLogger("widget_store.node")
 # A DBOS application of its own: it never runs the store's schedules or dequeues its
 # work, and the store's processes never take the node's recovered sagas off the queue.
+# DBOS wants its application versions unique across the applications of one system
+# database, so the node's is the store's pinned version, marked.
 NODE_APP_NAME = "widget-store-node"
 NODE_EXECUTOR_ID = "widget-store-node"
+
+
+def node_version(store_version: str) -> str:
+    return f"{store_version}-node"
 
 
 class LineOutput:
@@ -230,7 +236,9 @@ def run_node(
 
     `crash_after` and `fail_in` arm the fault-injection hooks (tests only).
     """
-    settings = replace(settings, executor_id=NODE_EXECUTOR_ID)
+    settings = replace(
+        settings, executor_id=NODE_EXECUTOR_ID, app_version=node_version(settings.app_version)
+    )
     migrate(settings)
     asyncio.run(_run(settings, list(crash_after), list(fail_in)))
 

@@ -112,8 +112,8 @@ async def _look_after(
     order: UnfinishedOrder, workflows: dict[str, WorkflowStatus], report: WatchdogReport
 ) -> None:
     if is_node_saga(order.checkout_key):
-        # `widget-store node`'s saga: a DBOS application of its own, whose workflows this
-        # one cannot see; the node recovers them itself when it starts again.
+        # `widget-store node`'s saga: a workflow of another DBOS application, which this
+        # code does not register; the node recovers it itself when it starts again.
         return
     checkout = workflows.get(order.checkout_key)
     if checkout is not None and checkout.status in ACTIVE:

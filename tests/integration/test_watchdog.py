@@ -187,7 +187,8 @@ def test_an_order_the_watchdog_cannot_handle_does_not_stop_the_pass(settings: Se
 
 
 def test_the_nodes_orders_are_left_to_the_node(settings: Settings) -> None:
-    """`widget-store node` recovers its own sagas: the store cannot even see them."""
+    """`widget-store node` recovers its own sagas: even one whose workflow is gone is not
+    the store's to resolve."""
     with Store.running(replace(settings, stuck_after_s=0)) as store:
         key = new_key()
         placed = store.checkout(cart((1, 1)), key=key).json()

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import make_settings
+from tests.helpers import Store
 from tests.node_process import (
     ORCHESTRATOR,
     SEED_TIMEOUT_S,
@@ -346,3 +348,30 @@ def test_a_node_killed_mid_saga_finishes_it_when_restarted(
     assert stock(node_database, "abc123") == 98  # held once
     assert query(node_database, "SELECT status FROM provider_payments") == [("captured",)]
     assert query(node_database, "SELECT count(*) FROM carrier_shipments") == [(1,)]
+
+
+def test_the_node_runs_beside_a_store_on_the_same_database(
+    sqlite_database: str, tmp_path: Path
+) -> None:
+    """Two DBOS applications on one database: neither refuses the other's version, the
+    seed's SKUs join the store's catalog, and the store's watchdog leaves a node's
+    unfinished order to the node, which finishes it when it starts again."""
+    log = tmp_path / "node.log"
+    lines = [checkout(2, "beside", ("abc123", 1))]
+    with Store.running(make_settings(sqlite_database, stuck_after_s=0)) as store:
+        killed, code = run_node(
+            sqlite_database, log, lines, "--crash-after", "charge_directly", faults=True
+        )
+        assert code == -signal.SIGKILL
+        assert types(killed) == COMPLETED[:3]
+
+        watchdog = store.http.post("/ops/watchdog").json()
+        assert (watchdog["checked"], watchdog["resolved"], watchdog["failed"]) == (1, [], [])
+
+        finished, code = run_node(sqlite_database, log, [])
+        assert code == 0
+        assert types(finished) == COMPLETED[3:]
+        [order] = orders(sqlite_database)
+        assert order.status == "DISPATCHED"
+        skus = {product["sku"] for product in store.http.get("/products").json()}
+        assert {"WID-CLASSIC", "abc123", "xyz789"} <= skus
