@@ -321,12 +321,24 @@ def test_failures_compensate_newest_first_and_say_so(sqlite_database: str, tmp_p
     assert query(sqlite_database, "SELECT status FROM carrier_shipments") == [("cancelled",)]
 
 
+def assert_finished_once(database_url: str) -> None:
+    """One order, dispatched; its stock held once, one payment captured, one shipment."""
+    [order] = orders(database_url)
+    assert order.status == "DISPATCHED"
+    assert stock(database_url, "abc123") == 98
+    assert query(database_url, "SELECT status FROM provider_payments") == [("captured",)]
+    assert query(database_url, "SELECT count(*) FROM carrier_shipments") == [(1,)]
+
+
+@pytest.mark.postgres
 def test_a_node_killed_mid_saga_finishes_it_when_restarted(
-    node_database: str, tmp_path: Path
+    empty_postgres_databases: Callable[[], str], tmp_path: Path
 ) -> None:
+    """On PostgreSQL; the same on SQLite, beside a running store, is the next test."""
+    database_url = empty_postgres_databases()
     log = tmp_path / "node.log"
     first, code = run_node(
-        node_database,
+        database_url,
         log,
         [SEED_INIT, SEED_HAPPY],
         "--crash-after",
@@ -336,42 +348,43 @@ def test_a_node_killed_mid_saga_finishes_it_when_restarted(
     assert code == -signal.SIGKILL  # killed by SIGKILL, right after the charge's checkpoint
     assert types(first) == ["init_ok", *COMPLETED[:3]]
 
-    second, code = run_node(node_database, log, [SEED_INIT])
+    second, code = run_node(database_url, log, [SEED_INIT])
     assert code == 0
     resumed = [b for b in bodies(second) if b["type"] != "init_ok"]
     # Only what the first run had not said, and nothing twice.
     assert [b["type"] for b in resumed] == COMPLETED[3:]
     assert resumed[-1]["in_reply_to"] == 2  # still the answer to the checkout that started it
-
-    [order] = orders(node_database)
-    assert order.status == "DISPATCHED"
-    assert stock(node_database, "abc123") == 98  # held once
-    assert query(node_database, "SELECT status FROM provider_payments") == [("captured",)]
-    assert query(node_database, "SELECT count(*) FROM carrier_shipments") == [(1,)]
+    assert_finished_once(database_url)
 
 
 def test_the_node_runs_beside_a_store_on_the_same_database(
     sqlite_database: str, tmp_path: Path
 ) -> None:
-    """Two DBOS applications on one database: neither refuses the other's version, the
-    seed's SKUs join the store's catalog, and the store's watchdog leaves a node's
-    unfinished order to the node, which finishes it when it starts again."""
+    """A node killed with SIGKILL mid-saga, on SQLite, beside a running store: two DBOS
+    applications on one database. Neither refuses the other's version, the seed's SKUs
+    join the store's catalog, the store's watchdog leaves the node's unfinished order to
+    the node, and the node finishes the saga when it starts again."""
     log = tmp_path / "node.log"
-    lines = [checkout(2, "beside", ("abc123", 1))]
     with Store.running(make_settings(sqlite_database, stuck_after_s=0)) as store:
         killed, code = run_node(
-            sqlite_database, log, lines, "--crash-after", "charge_directly", faults=True
+            sqlite_database,
+            log,
+            [SEED_INIT, SEED_HAPPY],
+            "--crash-after",
+            "charge_directly",
+            faults=True,
         )
-        assert code == -signal.SIGKILL
-        assert types(killed) == COMPLETED[:3]
+        assert code == -signal.SIGKILL  # right after the charge's checkpoint
+        assert types(killed) == ["init_ok", *COMPLETED[:3]]
 
         watchdog = store.http.post("/ops/watchdog").json()
         assert (watchdog["checked"], watchdog["resolved"], watchdog["failed"]) == (1, [], [])
 
         finished, code = run_node(sqlite_database, log, [])
         assert code == 0
+        # Only what the first run had not said, and nothing twice.
         assert types(finished) == COMPLETED[3:]
-        [order] = orders(sqlite_database)
-        assert order.status == "DISPATCHED"
+        assert bodies(finished)[-1]["in_reply_to"] == 2
+        assert_finished_once(sqlite_database)
         skus = {product["sku"] for product in store.http.get("/products").json()}
         assert {"WID-CLASSIC", "abc123", "xyz789"} <= skus
