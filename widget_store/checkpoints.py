@@ -19,6 +19,8 @@ class Workflow(StrEnum):
     CHECKOUT = "checkout.v2"
     RESOLVE_ORDER = "resolve_order.v2"
     WATCHDOG = "watchdog.v2"
+    # `widget-store node`'s checkout (widget_store/node_checkout.py): a direct charge, no wait.
+    NODE_CHECKOUT = "node_checkout.v1"
     # Registered by widget_store.legacy, for the workflows started by version 0.1.
     CHECKOUT_V1 = "checkout"
     RESOLVE_ORDER_V1 = "resolve_order"
@@ -46,6 +48,10 @@ class Checkpoint(StrEnum):
     FIND_UNFINISHED_ORDERS = "find_unfinished_orders"
     READ_ORDER_STATUS = "read_order_status"
     RESUME_ORPHAN = "resume_orphan"
+    # `widget-store node`'s checkout: its direct charge, and each batch of protocol messages
+    # it sends (checkpointed, so a recovered saga sends only what it had not sent).
+    CHARGE_DIRECTLY = "charge_directly"
+    NODE_SAY = "node_say"
     # Crash points after DBOS's own operations (no checkpoint of ours carries them).
     AWAIT_PAYMENT = "await_payment"
     DISPATCH = "dispatch"
@@ -88,6 +94,18 @@ class Topic(StrEnum):
 # Internal workflow IDs carry a character the checkout key pattern refuses, so no
 # checkout key (which is a workflow ID too) can ever take one of them first.
 INTERNAL_ID_PREFIX = "~"
+
+
+NODE_SAGA_PREFIX = f"{INTERNAL_ID_PREFIX}node/"
+
+
+def node_saga_id(saga_id: str) -> str:
+    """The workflow (and order checkout key) of `widget-store node`'s saga `saga_id`."""
+    return f"{NODE_SAGA_PREFIX}{saga_id}"
+
+
+def is_node_saga(workflow_id: str) -> bool:
+    return workflow_id.startswith(NODE_SAGA_PREFIX)
 
 
 def resolve_order_id(order_id: int) -> str:

@@ -1,4 +1,4 @@
-"""The `widget-store` command: `serve`, `migrate`, `webhook`, `sign-webhook` and `consume`.
+"""The `widget-store` command: `serve`, `migrate`, `webhook`, `sign-webhook`, `consume`, `node`.
 
 `serve` runs the app under gunicorn's master process with uvicorn workers. Gunicorn is
 the supervisor: when a worker dies (the crash button, `kill -9`), the master forks a new
@@ -11,6 +11,9 @@ multiprocess mode): `serve` makes it, empty, before the first fork, and tells ea
 worker's death to prometheus-client (gunicorn's `child_exit` hook).
 
 `consume` is the example subscriber to the store's event stream (widget_store/consumer.py).
+
+`node` is the checkout orchestrator spoken as JSON lines on standard input and output
+(widget_store/node.py).
 """
 
 from __future__ import annotations
@@ -208,6 +211,16 @@ def consume(durable: str) -> None:
     )
 
 
+def node(settings: Settings, crash_after: list[str], fail_in: list[str]) -> None:
+    """Run the checkout orchestrator until its input ends and its sagas are done."""
+    if (crash_after or fail_in) and not settings.fault_injection:
+        raise ConfigError("--crash-after and --fail-in need WIDGET_STORE_FAULT_INJECTION=1")
+    settings.check_safe_to_start()
+    from widget_store.node import run_node  # DBOS and the saga, only for this command
+
+    run_node(settings, crash_after=crash_after, fail_in=fail_in)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="widget-store", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -245,6 +258,20 @@ def main(argv: list[str] | None = None) -> None:
         default=consumer.DURABLE,
         help="the JetStream durable consumer's name (its position in the stream)",
     )
+    node_cmd = commands.add_parser(
+        "node", help="the checkout orchestrator: JSON-line messages on stdin, replies on stdout"
+    )
+    for flag, meaning in (
+        ("--crash-after", "kill the node (SIGKILL) right after this saga step"),
+        ("--fail-in", "make this saga step fail once"),
+    ):
+        node_cmd.add_argument(
+            flag,
+            action="append",
+            default=[],
+            metavar="STEP",
+            help=f"tests only, with WIDGET_STORE_FAULT_INJECTION=1: {meaning}",
+        )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -253,6 +280,8 @@ def main(argv: list[str] | None = None) -> None:
             serve(args.host, args.port, args.workers)
         elif args.command == "consume":
             consume(args.durable)
+        elif args.command == "node":
+            node(settings, args.crash_after, args.fail_in)
         elif args.command == "migrate":
             migrate(settings)
             print(f"migrated {settings.database.describe()} to head")

@@ -45,7 +45,7 @@ from widget_store.config import Settings
 from widget_store.domain import Undone
 from widget_store.logs import log_context
 from widget_store.metrics import CompensationResult
-from widget_store.payments import PaymentProvider
+from widget_store.payments import DirectCharges, PaymentProvider
 from widget_store.shipping import ShippingService
 
 P = ParamSpec("P")
@@ -176,6 +176,8 @@ class CheckoutServices:
     # How much this process takes on, and whether it moves (widget_store/admission.py).
     admission: Admission = field(default_factory=lambda: Admission(None))
     progress: Progress = field(default_factory=Progress)
+    # Direct charges, for `widget-store node`'s checkout (the store's waits for a webhook).
+    charges: DirectCharges | None = None
 
     @property
     def writer(self) -> AsyncEngine:

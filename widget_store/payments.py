@@ -27,6 +27,8 @@ __all__ = [
     "FUTURE_TOLERANCE_S",
     "REPLAY_WINDOW_S",
     "SIGNATURE_HEADER",
+    "Charge",
+    "DirectCharges",
     "InvalidSignature",
     "PaymentGivenBack",
     "PaymentProvider",
@@ -91,6 +93,30 @@ class PaymentProvider(Protocol):
     async def give_back(self, payment_id: str, idempotency_key: str) -> PaymentGivenBack:
         """Refund what was captured, void what was not; the same key acts once.
 
+        Raises PaymentProviderUnavailable when the provider cannot answer now.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What a direct charge came to (a step's output: its path is a stored format).
+
+    Captured, with the provider's transaction ID; or refused, with the provider's error
+    and decline code (`insufficient_funds`, `DECLINED`).
+    """
+
+    captured: bool
+    transaction_id: str = ""
+    error: str = ""
+    decline_code: str = ""
+
+
+class DirectCharges(Protocol):
+    async def charge(self, payment_id: str, payer_id: str) -> Charge:
+        """Capture an open payment now, without a hosted page or a webhook.
+
+        Once per payment ID: charging a payment decided already answers that decision.
         Raises PaymentProviderUnavailable when the provider cannot answer now.
         """
         ...

@@ -30,7 +30,7 @@ from dbos import DBOS, SetWorkflowID, WorkflowStatus
 
 from widget_store import steps
 from widget_store.checkout import resolve_order
-from widget_store.checkpoints import Checkpoint, Workflow, resolve_order_id
+from widget_store.checkpoints import Checkpoint, Workflow, is_node_saga, resolve_order_id
 from widget_store.domain import UnfinishedOrder
 from widget_store.durability import ACTIVE, services, step, take_over
 
@@ -111,6 +111,10 @@ def _resolving(workflow: WorkflowStatus | None) -> bool:
 async def _look_after(
     order: UnfinishedOrder, workflows: dict[str, WorkflowStatus], report: WatchdogReport
 ) -> None:
+    if is_node_saga(order.checkout_key):
+        # `widget-store node`'s saga: a workflow of another DBOS application, which this
+        # code does not register; the node recovers it itself when it starts again.
+        return
     checkout = workflows.get(order.checkout_key)
     if checkout is not None and checkout.status in ACTIVE:
         if not _orphaned(checkout):

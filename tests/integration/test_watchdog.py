@@ -9,6 +9,7 @@ import pytest
 from dbos import DBOS
 
 from tests.helpers import Store, cart, new_key
+from widget_store.checkpoints import node_saga_id
 from widget_store.config import Settings
 
 
@@ -183,3 +184,22 @@ def test_an_order_the_watchdog_cannot_handle_does_not_stop_the_pass(settings: Se
         second = run_watchdog(store)
         assert second["failed"] == [troubled["order_id"]], "tried again at the next pass"
         assert second["resolved"] == []
+
+
+def test_the_nodes_orders_are_left_to_the_node(settings: Settings) -> None:
+    """`widget-store node` recovers its own sagas: even one whose workflow is gone is not
+    the store's to resolve."""
+    with Store.running(replace(settings, stuck_after_s=0)) as store:
+        key = new_key()
+        placed = store.checkout(cart((1, 1)), key=key).json()
+        DBOS.cancel_workflow(key)  # without the next line, the watchdog would resolve it
+        store.execute(
+            "UPDATE orders SET checkout_key = :node WHERE order_id = :order_id",
+            node=node_saga_id("s1"),
+            order_id=placed["order_id"],
+        )
+
+        report = run_watchdog(store)
+
+        assert report == {"checked": 1, "resumed": [], "resolved": [], "failed": []}
+        assert store.order(placed["order_id"])["status"] == "PENDING"

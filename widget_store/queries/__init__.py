@@ -9,11 +9,13 @@ package: `queries.reserve_stock(db, id)`.
 
 from widget_store.queries._base import TERMINAL, Db, utcnow
 from widget_store.queries.catalog import (
+    add_missing_products,
     first_product,
     get_product,
     held_by_live_orders,
     list_products,
     prices_of,
+    product_ids_by_sku,
     set_stock_on_hand,
 )
 from widget_store.queries.dead_letters import (
@@ -63,6 +65,7 @@ __all__ = [
     "Db",
     "add_aggregate_event",
     "add_event",
+    "add_missing_products",
     "append_event",
     "cancel_order",
     "claim_verdict",
@@ -89,6 +92,7 @@ __all__ = [
     "park_dead_letter",
     "payment_of",
     "prices_of",
+    "product_ids_by_sku",
     "recorded_shortage",
     "release_stock",
     "remember_webhook_event",

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from widget_store.domain import OrderStatus, Product, Reservation, Restocked, restocked
 from widget_store.queries._base import Db
@@ -47,6 +49,37 @@ async def prices_of(db: Db, product_ids: Sequence[int]) -> dict[int, int]:
         )
     )
     return {row.product_id: row.price_cents for row in result}
+
+
+async def product_ids_by_sku(db: Db, skus: Sequence[str]) -> dict[str, int]:
+    """The products these SKUs name; an unknown SKU is missing from the answer."""
+    result = await db.execute(
+        sa.select(products.c.sku, products.c.product_id).where(products.c.sku.in_(list(skus)))
+    )
+    return {row.sku: row.product_id for row in result}
+
+
+async def add_missing_products(db: AsyncConnection, new: Sequence[Product]) -> int:
+    """Add each product whose SKU the catalog lacks (their IDs are ignored); returns how
+    many went in. A SKU already there keeps its price and stock: running it again, or
+    after shoppers bought some, changes nothing."""
+    dialect = postgresql if db.dialect.name == "postgresql" else sqlite
+    added = 0
+    for product in new:
+        result = await db.execute(
+            dialect.insert(products)
+            .values(
+                sku=product.sku,
+                name=product.name,
+                description=product.description,
+                price_cents=product.price_cents,
+                inventory=product.inventory,
+            )
+            .on_conflict_do_nothing(index_elements=["sku"])
+            .returning(products.c.product_id)
+        )
+        added += result.scalar_one_or_none() is not None
+    return added
 
 
 async def held_by_live_orders(db: Db) -> dict[int, int]:

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from widget_store.payments import (
     SIGNATURE_HEADER,
+    Charge,
     PaymentGivenBack,
     PaymentRequest,
     ProviderState,
@@ -63,6 +64,9 @@ provider_payments = sa.Table(
     sa.Column("page_token", sa.String(64)),
     sa.UniqueConstraint("page_token", name="uq_provider_payments_page_token"),
 )
+
+# The demo's payer whose account cannot cover anything: a direct charge for them is declined.
+INSUFFICIENT_FUNDS = frozenset({"u999"})
 
 DECISIONS = {"pay": (ProviderState.CAPTURED, "paid"), "decline": (ProviderState.DECLINED, "failed")}
 
@@ -154,6 +158,44 @@ class SimulatedPaymentProvider:
         state = ProviderState.UNKNOWN if status is None else ProviderState(status)
         reference = f"re_{payment_id}" if state is ProviderState.REFUNDED else ""
         return PaymentGivenBack(state, state, reference)
+
+    async def charge(self, payment_id: str, payer_id: str) -> Charge:
+        """Capture an open payment now, or decline it if the payer cannot cover it.
+
+        One conditional UPDATE (open -> captured | declined) decides it once; a second
+        call reads that decision back. Marked delivered: nobody waits for a webhook.
+        """
+        table = provider_payments
+        here = table.c.payment_id == payment_id
+        decided = (
+            ProviderState.DECLINED if payer_id in INSUFFICIENT_FUNDS else ProviderState.CAPTURED
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.update(table)
+                .where(here, table.c.status == ProviderState.OPEN.value)
+                .values(
+                    status=decided.value,
+                    event_id=f"txn_{uuid.uuid4().hex[:16]}",
+                    decided_at=time.time(),
+                    delivered=True,
+                )
+            )
+            row = (
+                await conn.execute(sa.select(table.c.status, table.c.event_id).where(here))
+            ).first()
+        if row is None:
+            return Charge(False, error="unknown_payment", decline_code="NO_SUCH_PAYMENT")
+        if row.status in (ProviderState.CAPTURED, ProviderState.REFUNDED):
+            return Charge(True, transaction_id=row.event_id)
+        if row.status == ProviderState.DECLINED:
+            return Charge(
+                False,
+                transaction_id=row.event_id,
+                error="insufficient_funds",
+                decline_code="DECLINED",
+            )
+        return Charge(False, error="payment_closed", decline_code=str(row.status).upper())
 
     async def payment(self, payment_id: str) -> Any:
         async with self._engine.connect() as conn:
