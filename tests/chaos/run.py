@@ -31,12 +31,22 @@ import sqlalchemy as sa
 
 from tests.chaos.cluster import PrivateCluster
 from tests.chaos.invariants import Check, check_invariants
-from tests.chaos.shoppers import EXPECTED, SCARCE_PRODUCT, Shoppers
+from tests.chaos.shoppers import (
+    EXPECTED,
+    NO_VERDICT,
+    SCARCE_PRODUCT,
+    Channel,
+    Checkout,
+    Shoppers,
+)
 from tests.server import ServerProcess
 from widget_store.checkpoints import CHECKOUT_CRASH_POINTS, Checkpoint
 from widget_store.config import Database
 
 TERMINAL = ("DISPATCHED", "CANCELLED")
+# The storm's own webhook secret: its shoppers sign direct verdicts with it.
+STORM_WEBHOOK_SECRET = "whsec_chaos_storm_3kT9vQ2mXw7Lp4Rz"
+TIMED_OUT = "payment timed out"
 
 
 @dataclass
@@ -56,7 +66,13 @@ class Report:
     placed: int = 0
     refused: Counter[str] = field(default_factory=Counter)
     outcomes: dict[str, Counter[str]] = field(default_factory=dict)
+    # Verdicts delivered, by kind and channel (the provider's page, a direct webhook).
+    channels: dict[str, Counter[str]] = field(default_factory=dict)
     unexpected: list[str] = field(default_factory=list)
+    # Orders that timed out only because an outage outlasted their payment deadline: the
+    # shopper's verdict was held up by the outage and then refused as too late. Their
+    # compensation is the correct one, so they are reported but are not failures.
+    late: list[str] = field(default_factory=list)
     faults: list[FaultRecord] = field(default_factory=list)
     client_retries: Counter[str] = field(default_factory=Counter)
     checks: list[Check] = field(default_factory=list)
@@ -73,6 +89,11 @@ class Report:
         ]
         for scenario, counts in sorted(self.outcomes.items()):
             lines.append(f"  {scenario:<36} {dict(counts)}")
+        if self.channels:
+            lines.append("Verdicts delivered by:")
+            for scenario, counts in sorted(self.channels.items()):
+                lines.append(f"  {scenario:<36} {dict(counts)}")
+            lines.append(f"  direct webhooks: {self.direct_share:.0%} of verdicts delivered")
         lines.append("Faults injected:")
         by_kind: dict[str, list[FaultRecord]] = defaultdict(list)
         for fault in self.faults:
@@ -86,11 +107,24 @@ class Report:
             verdict = "PASS" if not check.violations else f"FAIL ({len(check.violations)})"
             lines.append(f"  {verdict:<9} {check.name}")
             lines.extend(f"            - {v}" for v in check.violations[:10])
+        if self.late:
+            lines.append(
+                f"Timed out because an outage outlasted the payment deadline ({len(self.late)};"
+                " compensated correctly, not failures):"
+            )
+            lines.extend(f"  - {u}" for u in self.late[:20])
         if self.unexpected:
             lines.append(f"Outcomes other than the shopper intended ({len(self.unexpected)}):")
             lines.extend(f"  - {u}" for u in self.unexpected[:20])
         lines.append(f"Invariant violations: {self.violations}")
         return "\n".join(lines)
+
+    @property
+    def direct_share(self) -> float:
+        """The share of delivered verdicts that came by a direct signed webhook."""
+        direct = sum(c.get("webhook", 0) for c in self.channels.values())
+        total = sum(sum(c.values()) for c in self.channels.values())
+        return direct / total if total else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,7 +134,9 @@ class Report:
             "placed": self.placed,
             "refused": dict(self.refused),
             "outcomes": {k: dict(v) for k, v in self.outcomes.items()},
+            "channels": {k: dict(v) for k, v in self.channels.items()},
             "unexpected": self.unexpected,
+            "late": self.late,
             "faults": [asdict(f) for f in self.faults],
             "client_retries": dict(self.client_retries),
             "invariants": {c.name: c.violations for c in self.checks},
@@ -278,12 +314,19 @@ async def random_faults(
         "WIDGET_STORE_DISPATCH_S": "1",
         "WIDGET_STORE_LOG_LEVEL": "WARNING",
         "WIDGET_STORE_WORKERS": str(workers),
+        "WIDGET_STORE_WEBHOOK_SECRET": STORM_WEBHOOK_SECRET,
     }
     with Storm(workdir, env) as storm:
         initial = storm.stock()
         # Plenty of everything but the scarce product, so most checkouts get to pay.
         restocked: Counter[int] = Counter(storm.restock({1: 2000, 2: 2000, 3: 2000}))
-        load = Shoppers(storm.server.base_url, total=checkouts, concurrency=shoppers, seed=seed)
+        load = Shoppers(
+            storm.server.base_url,
+            total=checkouts,
+            concurrency=shoppers,
+            seed=seed,
+            webhook_secret=STORM_WEBHOOK_SECRET,
+        )
         plan = ["kill"] * kills + ["crash"] * crash_buttons + ["postgres"] * pg_restarts
         rng.shuffle(plan)
         started = time.monotonic()
@@ -331,14 +374,32 @@ def _score(report: Report, load: Shoppers, final: dict[int, Any]) -> None:
             counts[checkout.refused or "no answer"] += 1
             continue
         report.placed += 1
+        if checkout.scenario not in NO_VERDICT:
+            by = report.channels.setdefault(checkout.scenario.value, Counter())
+            by["webhook" if checkout.channel is Channel.WEBHOOK else "page"] += 1
         order = final.get(checkout.order_id)
         outcome = "missing" if order is None else (order.cancel_reason or order.status)
         counts[outcome] += 1
         status, reason = EXPECTED[checkout.scenario]
         if order is None or order.status != status or (reason and order.cancel_reason != reason):
-            report.unexpected.append(
-                f"order {checkout.order_id} ({checkout.scenario.value}) ended {outcome}"
-            )
+            what = f"order {checkout.order_id} ({checkout.scenario.value}) ended {outcome}"
+            if outcome == TIMED_OUT and _held_up_past_its_deadline(checkout):
+                report.late.append(
+                    f"{what}: its verdict, held up by {checkout.outage_retries} retries through"
+                    f" an outage, was refused as too late ({checkout.verdict_status})"
+                )
+            else:
+                report.unexpected.append(what)
+
+
+def _held_up_past_its_deadline(checkout: Checkout) -> bool:
+    """The shopper's verdict reached the store only after an outage, and was refused.
+
+    The store refuses a verdict past the payment deadline (409, from the webhook or the
+    provider's page); if the shopper's requests were retried through an outage on the
+    way, the outage is what made it late, and "payment timed out" is the right ending.
+    """
+    return checkout.outage_retries > 0 and checkout.verdict_status == 409
 
 
 # --- crash right after every step -----------------------------------------------------
