@@ -121,7 +121,17 @@ def _checks(
     captured_twice = Check("no payment was captured twice, and no money is stranded")
     for order in orders.values():
         payment = payments.get(order.payment_id)
+        # The store's own record of the money counts whether or not the provider has one.
+        if order.status == "CANCELLED" and order.payment_state == "captured":
+            captured_twice.fail(f"order {order.order_id} cancelled, the store still holds money")
+        charged = [e for e in events[order.order_id] if e.type == "ChargePayment_ok"]
+        if len(charged) > 1:
+            captured_twice.fail(f"order {order.order_id} charged {len(charged)} times")
         if payment is None:
+            if order.status == "DISPATCHED":
+                captured_twice.fail(
+                    f"order {order.order_id} dispatched, no payment at the provider"
+                )
             continue
         if payment.refunds > 1:
             refunds.fail(f"payment {payment.payment_id} refunded {payment.refunds} times")
@@ -135,8 +145,6 @@ def _checks(
             )
         if order.status == "CANCELLED" and payment.status == "captured":
             captured_twice.fail(f"order {order.order_id} cancelled, its money still captured")
-        if order.status == "CANCELLED" and order.payment_state == "captured":
-            captured_twice.fail(f"order {order.order_id} cancelled, the store still holds money")
         if order.status == "CANCELLED" and payment.status == "open":
             captured_twice.fail(
                 f"order {order.order_id} cancelled, its payment still open to be captured"
@@ -149,9 +157,6 @@ def _checks(
                 f"order {order.order_id} dispatched, payment {payment.status} at the provider,"
                 f" {order.payment_state} at the store"
             )
-        charged = [e for e in events[order.order_id] if e.type == "ChargePayment_ok"]
-        if len(charged) > 1:
-            captured_twice.fail(f"order {order.order_id} charged {len(charged)} times")
     checks.extend([refunds, captured_twice])
 
     shipping = Check("each dispatched order has one live shipment; no cancelled order has one")
