@@ -46,6 +46,11 @@ from widget_store.checkpoints import CHECKOUT_CRASH_POINTS, Checkpoint
 from widget_store.config import Database
 
 TERMINAL = ("DISPATCHED", "CANCELLED")
+# The storm's own record of the stock it added (not a table of the store's).
+RESTOCK_LEDGER = (
+    "CREATE TABLE IF NOT EXISTS chaos_restocks"
+    " (restock_id serial PRIMARY KEY, product_id integer NOT NULL, units integer NOT NULL)"
+)
 T = TypeVar("T")
 RECOVERY_LIMIT_S = 120.0  # longer than this, a recovery is reported as never
 # The storm's own webhook secret: its shoppers sign direct verdicts with it.
@@ -199,11 +204,19 @@ class Storm:
         finally:
             engine.dispose()
 
-    def restock(self, units: dict[int, int]) -> dict[int, int]:
-        """Add stock (the invariant counts it as a restock); returns what was added."""
+    def restock(self, units: dict[int, int]) -> None:
+        """Add stock, and note it in the storm's ledger in the same transaction.
+
+        A PostgreSQL restart can end the connection after COMMIT has taken effect but
+        before the answer arrives, so the harness cannot count restocks by what it was
+        told: one run counted 5 units fewer than it had added, and stock conservation
+        failed on the harness's own arithmetic. The ledger row commits if and only if
+        the stock does; `restocked()` sums the ledger.
+        """
         engine = sa.create_engine(self.database.sync_url)
         try:
             with engine.begin() as conn:
+                conn.execute(sa.text(RESTOCK_LEDGER))
                 for product_id, added in units.items():
                     conn.execute(
                         sa.text(
@@ -211,9 +224,25 @@ class Storm:
                         ),
                         {"n": added, "p": product_id},
                     )
+                    conn.execute(
+                        sa.text("INSERT INTO chaos_restocks (product_id, units) VALUES (:p, :n)"),
+                        {"n": added, "p": product_id},
+                    )
         finally:
             engine.dispose()
-        return units
+
+    def restocked(self) -> Counter[int]:
+        """Every unit the storm added, by product, from its ledger."""
+        engine = sa.create_engine(self.database.sync_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(RESTOCK_LEDGER))
+                rows = conn.execute(
+                    sa.text("SELECT product_id, sum(units) FROM chaos_restocks GROUP BY product_id")
+                )
+                return Counter({product_id: int(units) for product_id, units in rows})
+        finally:
+            engine.dispose()
 
     def kill_worker(self) -> FaultRecord:
         at = self.elapsed()
@@ -328,7 +357,7 @@ async def random_faults(
     with Storm(workdir, env) as storm:
         initial = storm.stock()
         # Plenty of everything but the scarce product, so most checkouts get to pay.
-        restocked: Counter[int] = Counter(storm.restock({1: 2000, 2: 2000, 3: 2000}))
+        storm.restock({1: 2000, 2: 2000, 3: 2000})
         load = Shoppers(
             storm.server.base_url,
             total=checkouts,
@@ -360,7 +389,7 @@ async def random_faults(
             while True:
                 await asyncio.sleep(3)
                 with contextlib.suppress(sa.exc.OperationalError):  # down now; next round
-                    restocked.update(await asyncio.to_thread(storm.restock, {SCARCE_PRODUCT: 5}))
+                    await asyncio.to_thread(storm.restock, {SCARCE_PRODUCT: 5})
 
         loading = asyncio.create_task(load.run())
         restocking = asyncio.create_task(restock_the_scarce_product())
@@ -369,7 +398,7 @@ async def random_faults(
         await asyncio.to_thread(storm.settle, payment_timeout_s + 90)
         report.seconds = time.monotonic() - started
         _score(report, load, storm.final_orders())
-        report.checks = check_invariants(storm.database.sync_url, initial, restocked)
+        report.checks = check_invariants(storm.database.sync_url, initial, storm.restocked())
     return report
 
 

@@ -1,7 +1,7 @@
 """The failure matrix: every forward step failed every way, every undo in every outside state.
 
 In process, on SQLite: each case runs one checkout on a fresh store whose simulated
-provider and carrier are wrapped to misbehave by name (`failure_matrix.Outside`), with
+provider and carrier are wrapped to misbehave by name (`Outside`, below), with
 the store's own faults armed (`widget_store.faults`). A crash is simulated as DBOS sees
 one: right after the step's checkpoint the workflow stops dead (a BaseException, which
 no saga code catches and DBOS does not record), the store is shut down, and a new one
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +43,7 @@ from tests.integration.failure_matrix import (
     Mode,
     OutsideCall,
     Undo,
+    UndoCase,
     Verdict,
 )
 from widget_store import faults
@@ -206,6 +207,14 @@ def deliver_verdict(store: Store, case: Case, placed: dict[str, Any]) -> None:
         assert store.webhook(placed["payment_id"], "paid", total).status_code == 200
 
 
+@contextmanager
+def _disposing(engine: sa.Engine) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        engine.dispose()
+
+
 def run(case: Case, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     settings: Settings = make_settings(
         url, payment_timeout_s=case.payment_timeout_s, dispatch_s=0.05
@@ -226,7 +235,7 @@ def run(case: Case, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
             Store.running(settings, payments=outside.provider, shipping=outside.carrier)
         )
 
-    with ExitStack() as stack:
+    with ExitStack() as stack, _disposing(outside.engine):
         store = start()
         if case.out_of_stock:
             assert store.http.post("/restock", json={"inventory": 1}).status_code == 200
@@ -269,7 +278,6 @@ def run(case: Case, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
         assert (provider, carrier) == (case.expect_provider, case.expect_carrier)
         assert violations(check_invariants(settings.database.sync_url, initial)) == []
         assert store.stock() == initial or case.expect_status == "DISPATCHED"
-    outside.engine.dispose()
 
 
 # --- the matrix ---------------------------------------------------------------------------------
@@ -284,7 +292,7 @@ def test_a_checkout_failed_at_any_step_in_any_way_ends_completed_or_fully_undone
 
 @pytest.mark.parametrize("undo_case", UNDO_CASES, ids=lambda u: str(u.case))
 def test_every_compensation_settles_whatever_state_the_outside_is_in(
-    undo_case: Any, fresh_sqlite: str, monkeypatch: pytest.MonkeyPatch
+    undo_case: UndoCase, fresh_sqlite: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run(undo_case.case, fresh_sqlite, monkeypatch)
 
