@@ -75,14 +75,14 @@ class Channel(StrEnum):
     WEBHOOK = "a signed webhook, posted directly"
 
 
-# Of every five checkouts of a kind, these take the direct webhook: 40 %, the first included.
+# Of every five placed orders of a kind, these take the direct webhook: 40 %, the first one too.
 DIRECT_OF_FIVE = (0, 2)
 # Kinds whose shopper delivers no verdict at all, so the channel means nothing for them.
 NO_VERDICT = {Scenario.ABANDONED}
 
 
 def channel_for(index_in_kind: int) -> Channel:
-    """The channel of a kind's `index_in_kind`-th checkout (counting from 0)."""
+    """The channel of a kind's `index_in_kind`-th placed order (counting from 0)."""
     return Channel.WEBHOOK if index_in_kind % 5 in DIRECT_OF_FIVE else Channel.PAGE
 
 
