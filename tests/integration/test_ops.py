@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ADMIN_TOKEN, Store, cart, eventually
+from tests.helpers import ADMIN_TOKEN, Store, cart
 from widget_store.config import Settings
 from widget_store.payments import (
     PaymentGivenBack,
@@ -18,16 +18,10 @@ from widget_store.payments import (
 
 def placed_and_decided(store: Store, decision: str | None, address: str = "1 Main St") -> int:
     placed = store.checkout(cart((1, 1), address=address)).json()
-    order_id: int = placed["order_id"]
     if decision is not None:
         assert store.choose(placed["payment_url"], decision).status_code == 303
-        store.wait_for(order_id)
-        # The order ends inside its last step, a moment before DBOS records that step.
-        eventually(
-            lambda: timeline(store, order_id)["workflow"]["status"],
-            lambda status: status == "SUCCESS",
-            what=f"order {order_id}'s workflow finishing",
-        )
+        store.wait_for(placed["order_id"])
+    order_id: int = placed["order_id"]
     return order_id
 
 
