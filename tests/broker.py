@@ -7,13 +7,11 @@ can be stopped and killed without touching the machine's shared server.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import shutil
 import signal
 import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +24,7 @@ from nats.js.api import Header
 from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from tests.helpers import eventually, eventually_async
 from tests.server import free_port
 from widget_store import queries
 from widget_store.config import Database
@@ -62,13 +61,14 @@ class NatsServer:
         self._process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + timeout
-        while self.log().count("Server is ready") == ready_before:
-            if self._process.poll() is not None:
+        process = self._process
+
+        def ready() -> bool:
+            if process.poll() is not None:
                 raise AssertionError(f"nats-server exited:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nats-server did not start:\n{self.log()}")
-            time.sleep(0.05)
+            return self.log().count("Server is ready") > ready_before
+
+        eventually(ready, timeout=timeout, what=lambda: f"nats-server starting:\n{self.log()}")
 
     def stop(self) -> None:
         """Shut down cleanly (SIGTERM), as an operator would."""
@@ -119,21 +119,6 @@ async def stream_messages(url: str) -> list[StreamMessage]:
         return messages
     finally:
         await client.close()
-
-
-async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], *, timeout: float = 20.0, what: str = "condition"
-) -> None:
-    """Wait until `check()` (plain or async) is true, polling every 50 ms; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not await _truth(check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def _truth(value: bool | Awaitable[bool]) -> bool:
-    return await value if inspect.isawaitable(value) else bool(value)
 
 
 # --- the outbox side -----------------------------------------------------------------
@@ -206,7 +191,7 @@ async def drained(engine: AsyncEngine, timeout: float = 20.0) -> None:
     async def done() -> bool:
         return await unsent(engine) == 0
 
-    await eventually(done, timeout=timeout, what="the outbox to drain")
+    await eventually_async(done, timeout=timeout, what="the outbox draining")
 
 
 # --- the consumer side ----------------------------------------------------------------

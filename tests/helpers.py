@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 import sqlalchemy as sa
@@ -23,32 +25,80 @@ PRODUCTION_WEBHOOK_SECRET = "whsec_production_secret_7Hq2Zp9x"
 T = TypeVar("T")
 
 
+Ignored = tuple[type[BaseException], ...]
+# A connection refused or dropped counts as "not yet": a server restarting is what a
+# browser or a provider would wait through too.
+NOT_YET: Ignored = (httpx.TransportError,)
+
+
 def eventually(
     read: Callable[[], T],
     until: Callable[[T], object] = bool,
     *,
     timeout: float = 20.0,
     every: float = 0.05,
-    what: str = "the condition",
+    what: str | Callable[[], str] = "the condition",
+    ignoring: Ignored = NOT_YET,
 ) -> T:
     """Read until `until(value)` holds and return that value; fail naming the last one.
 
-    A connection refused or dropped counts as "not yet": a server restarting is what a
-    browser or a provider would wait through too.
+    The one way the tests wait for something. `read` may raise one of `ignoring` to say
+    "not yet", or an AssertionError to give up at once (the server died, say). `what`
+    names what is awaited, in the failure; a callable is called only then (to read a log).
     """
     deadline = time.monotonic() + timeout
-    value: T | None = None
+    last: _Last[T] = _Last()
+    while True:
+        try:
+            last.value = read()
+        except ignoring as error:
+            last.error = error
+        else:
+            if until(last.value):
+                return last.value
+        if time.monotonic() > deadline:
+            raise last.failure(what, timeout)
+        time.sleep(every)
+
+
+async def eventually_async(
+    read: Callable[[], T | Awaitable[T]],
+    until: Callable[[T], object] = bool,
+    *,
+    timeout: float = 20.0,
+    every: float = 0.05,
+    what: str | Callable[[], str] = "the condition",
+    ignoring: Ignored = NOT_YET,
+) -> T:
+    """`eventually` for a test running an event loop: `read` may be a coroutine function,
+    and the wait between reads lets the loop run."""
+    deadline = time.monotonic() + timeout
+    last: _Last[T] = _Last()
     while True:
         try:
             value = read()
-        except httpx.TransportError:
-            pass
+            last.value = await value if inspect.isawaitable(value) else value
+        except ignoring as error:
+            last.error = error
         else:
-            if until(value):
-                return value
+            if until(last.value):
+                return last.value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} never held within {timeout} s; last seen: {value!r}")
-        time.sleep(every)
+            raise last.failure(what, timeout)
+        await asyncio.sleep(every)
+
+
+class _Last(Generic[T]):
+    """What the last read gave, for the failure message."""
+
+    value: T
+    error: BaseException | None = None
+
+    def failure(self, what: str | Callable[[], str], timeout: float) -> AssertionError:
+        seen = getattr(self, "value", None)
+        named = what() if callable(what) else what
+        also = f" (last error: {self.error!r})" if self.error is not None else ""
+        return AssertionError(f"{named} never held within {timeout} s; last seen: {seen!r}{also}")
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from tests.helpers import eventually
 
 
 def free_port() -> int:
@@ -74,20 +75,20 @@ class ServerProcess:
 
     def worker_pid(self, timeout: float = 60.0) -> int:
         """Wait until the app serves, and return the pid of the worker that answered."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def healthz() -> httpx.Response:
             if self._process is not None and self._process.poll() is not None:
                 raise AssertionError(f"widget-store serve exited:\n{self.log()}")
-            try:
-                response = self.http.get("/healthz", timeout=2)
-                if response.status_code == 200:
-                    pid: int = response.json()["pid"]
-                    return pid
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"widget-store serve never answered:\n{self.log()}")
-            time.sleep(0.05)
+            return self.http.get("/healthz", timeout=2)
+
+        answer = eventually(
+            healthz,
+            lambda response: response.status_code == 200,
+            timeout=timeout,
+            what=lambda: f"widget-store serve answering:\n{self.log()}",
+        )
+        pid: int = answer.json()["pid"]
+        return pid
 
     def kill_worker(self) -> int:
         """kill -9 the app process, and return the pid of the one the supervisor starts."""
@@ -103,12 +104,13 @@ class ServerProcess:
         return self.new_worker_after(pid)
 
     def new_worker_after(self, old_pid: int, timeout: float = 60.0) -> int:
-        deadline = time.monotonic() + timeout
-        while (pid := self.worker_pid(timeout)) == old_pid:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker {old_pid} was never replaced:\n{self.log()}")
-            time.sleep(0.02)
-        return pid
+        return eventually(
+            lambda: self.worker_pid(timeout),
+            lambda pid: pid != old_pid,
+            timeout=timeout,
+            every=0.02,
+            what=lambda: f"worker {old_pid} replaced:\n{self.log()}",
+        )
 
     def kill(self) -> None:
         """kill -9 the supervisor and every worker at once, the way a machine goes down."""

@@ -7,7 +7,8 @@ banned-api rule enforces it): the rest of the store uses DBOS's public API only.
   pool and the store's are sized together (`WIDGET_STORE_DB_POOL_SIZE` per process), so
   several processes fit PostgreSQL's `max_connections`.
 - **Steps.** `step(name)` makes an async function a DBOS step checkpointed under a
-  `Checkpoint` name, with the fault-injection hooks around it. A step opens its own
+  `Checkpoint` name, with the fault-injection hooks around it; every step retries
+  database connection errors. A step opens its own
   short transaction (`write()`): its SQL is idempotent by construction, so a step that
   committed and crashed before its checkpoint runs again and changes nothing. There are
   no datasource transactions: each would cost two and a half plain steps, for an
@@ -214,6 +215,47 @@ async def write() -> AsyncIterator[AsyncConnection]:
 
 # --- steps ----------------------------------------------------------------------------
 
+# Every step retries a lost or refused database connection (PostgreSQL restarting, a
+# connection the server ended, SQLite's write lock held past its timeout): 0.5 s, then
+# doubling, six attempts in all, about 15 s, which outlasts a database restart. A step is
+# idempotent, so running it again after a connection dropped mid-way changes nothing.
+DB_RETRY_ATTEMPTS = 6
+DB_RETRY_FIRST_S = 0.5
+DB_RETRY_BACKOFF = 2.0
+
+
+def database_blip(error: BaseException) -> bool:
+    """Whether `error` is the database being unreachable for a moment, not a bug."""
+    if isinstance(error, sa.exc.DBAPIError):
+        return error.connection_invalidated or isinstance(
+            error, sa.exc.OperationalError | sa.exc.InterfaceError
+        )
+    return isinstance(error, sa.exc.TimeoutError)  # no pooled connection came free in time
+
+
+def _retrying_database_blips(options: dict[str, Any]) -> dict[str, Any]:
+    """A step's DBOS options, with database connection errors retried too.
+
+    A step that already retries everything keeps its options; one that retries only some
+    errors (`should_retry`) retries those and connection errors, on the larger of the two
+    budgets; one that retried nothing retries connection errors alone.
+    """
+    if options.get("retries_allowed") and options.get("should_retry") is None:
+        return options
+    own: Callable[[BaseException], bool] | None = (
+        options.get("should_retry") if options.get("retries_allowed") else None
+    )
+
+    def should_retry(error: BaseException) -> bool:
+        return database_blip(error) or (own is not None and own(error))
+
+    merged = {**options, "retries_allowed": True, "should_retry": should_retry}
+    merged["max_attempts"] = max(options.get("max_attempts", 0), DB_RETRY_ATTEMPTS)
+    if own is None:
+        merged["interval_seconds"] = DB_RETRY_FIRST_S
+        merged["backoff_rate"] = DB_RETRY_BACKOFF
+    return merged
+
 
 def step(
     name: str, *, compensation: str | None = None, **options: Any
@@ -226,7 +268,7 @@ def step(
     workflow (tests, tools), the function simply runs.
     """
     name = str(name)  # a Checkpoint member: its plain text, for DBOS's history and spans
-    step_options: StepOptions = {"name": name, **options}  # type: ignore[typeddict-item]
+    step_options: StepOptions = {"name": name, **_retrying_database_blips(options)}  # type: ignore[typeddict-item]
 
     def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
         async def body(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -239,6 +281,7 @@ def step(
                 try:
                     faults.fail_now(name)  # inside the step, so DBOS records it
                     result = await fn(*args, **kwargs)
+                    faults.lose_answer(name)  # the work is done; its caller cannot tell
                 except Exception:
                     if compensation is not None:
                         metrics.compensation_ran(compensation, CompensationResult.FAILED_ATTEMPT)

@@ -354,9 +354,16 @@ async def refund_payment(checkout_key: str) -> Undone:
     Unknown to the provider: nothing moved, done. The provider failing: raised, and
     retried by the saga. An order whose payment the store never opened (refused for
     want of stock) has nothing at the provider, and logs nothing.
+
+    A payment still waiting for its verdict (the saga failed before one came, or the
+    watchdog is undoing a stalled checkout) is first closed to verdicts, as its deadline
+    would close it: a webhook arriving after the money was given back is refused (409)
+    instead of capturing money for a cancelled order. Once: a conditional UPDATE.
     """
-    async with services().engine.connect() as db:
+    async with write() as db:
         order = await _order(db, checkout_key)
+        if order is not None and order.payment_verdict == PaymentVerdict.AWAITING.value:
+            await queries.close_verdict(db, order.order_id)
     if order is None or order.payment_verdict is None:
         return Undone(UndoResult.NOTHING_TO_UNDO, "no payment was opened")
     return await give_back_payment(order)

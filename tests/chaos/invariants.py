@@ -1,4 +1,11 @@
-"""What must hold after any storm, read straight from the database once every order settled."""
+"""What must hold after any storm, read straight from the database once every order settled.
+
+Shared by the chaos runs (PostgreSQL) and the failure matrix (SQLite). A verdict may have
+reached the store by a signed webhook posted directly, past the provider's page: the
+provider's own record then stays open (it never decided anything), and undoing the order
+voids it. So the money is judged by both records: the store's (`orders.payment_state`)
+and the provider's (`provider_payments.status`).
+"""
 
 from __future__ import annotations
 
@@ -43,7 +50,7 @@ def _rows(conn: sa.Connection, sql: str) -> list[Any]:
 
 
 def check_invariants(
-    url: str, initial_stock: Mapping[int, int], restocked: Mapping[int, int]
+    url: str, initial_stock: Mapping[int, int], restocked: Mapping[int, int] | None = None
 ) -> list[Check]:
     engine = sa.create_engine(url)
     try:
@@ -53,9 +60,20 @@ def check_invariants(
         engine.dispose()
 
 
+def violations(checks: list[Check]) -> list[str]:
+    """Every violation, each prefixed with the invariant it breaks."""
+    return [f"{check.name}: {v}" for check in checks for v in check.violations]
+
+
+def _never_decided(payment: Any) -> bool:
+    """The provider's page never decided this payment: its verdict came by a direct webhook."""
+    return payment.event_id is None
+
+
 def _checks(
-    conn: sa.Connection, initial_stock: Mapping[int, int], restocked: Mapping[int, int]
+    conn: sa.Connection, initial_stock: Mapping[int, int], restocked: Mapping[int, int] | None
 ) -> list[Check]:
+    restocked = restocked or {}
     orders = {row.order_id: row for row in _rows(conn, "SELECT * FROM orders")}
     items: dict[int, list[Any]] = defaultdict(list)
     for item in _rows(conn, "SELECT * FROM order_items"):
@@ -97,27 +115,48 @@ def _checks(
             settled.fail(f"order {order.order_id} is still {order.status}")
     checks.append(settled)
 
-    refunds = Check("every paid-then-cancelled order was refunded exactly once")
+    refunds = Check(
+        "every paid-then-cancelled order was refunded exactly once (voided, if never captured)"
+    )
     captured_twice = Check("no payment was captured twice, and no money is stranded")
     for order in orders.values():
         payment = payments.get(order.payment_id)
+        # The store's own record of the money counts whether or not the provider has one.
+        if order.status == "CANCELLED" and order.payment_state == "captured":
+            captured_twice.fail(f"order {order.order_id} cancelled, the store still holds money")
+        charged = [e for e in events[order.order_id] if e.type == "ChargePayment_ok"]
+        if len(charged) > 1:
+            captured_twice.fail(f"order {order.order_id} charged {len(charged)} times")
         if payment is None:
+            if order.status == "DISPATCHED":
+                captured_twice.fail(
+                    f"order {order.order_id} dispatched, no payment at the provider"
+                )
             continue
         if payment.refunds > 1:
             refunds.fail(f"payment {payment.payment_id} refunded {payment.refunds} times")
         refunded_once = payment.status == "refunded" and payment.refunds == 1
-        if order.status == "CANCELLED" and order.payment_verdict == "paid" and not refunded_once:
+        voided_uncaptured = payment.status == "voided" and _never_decided(payment)
+        given_back = refunded_once or voided_uncaptured
+        if order.status == "CANCELLED" and order.payment_verdict == "paid" and not given_back:
             refunds.fail(
                 f"order {order.order_id} cancelled after payment, provider says"
                 f" {payment.status} with {payment.refunds} refunds"
             )
         if order.status == "CANCELLED" and payment.status == "captured":
             captured_twice.fail(f"order {order.order_id} cancelled, its money still captured")
-        if order.status == "DISPATCHED" and payment.status != "captured":
-            captured_twice.fail(f"order {order.order_id} dispatched, payment {payment.status}")
-        charged = [e for e in events[order.order_id] if e.type == "ChargePayment_ok"]
-        if len(charged) > 1:
-            captured_twice.fail(f"order {order.order_id} charged {len(charged)} times")
+        if order.status == "CANCELLED" and payment.status == "open":
+            captured_twice.fail(
+                f"order {order.order_id} cancelled, its payment still open to be captured"
+            )
+        captured = payment.status == "captured" or (
+            payment.status == "open" and _never_decided(payment)
+        )
+        if order.status == "DISPATCHED" and not (captured and order.payment_state == "captured"):
+            captured_twice.fail(
+                f"order {order.order_id} dispatched, payment {payment.status} at the provider,"
+                f" {order.payment_state} at the store"
+            )
     checks.extend([refunds, captured_twice])
 
     shipping = Check("each dispatched order has one live shipment; no cancelled order has one")
@@ -160,7 +199,9 @@ def _checks(
 
     workflows = Check("no DBOS workflow in ERROR, none PENDING without a live reason")
     by_key = {order.checkout_key: order for order in orders.values()}
-    for workflow in _rows(conn, "SELECT workflow_uuid, status, name FROM dbos.workflow_status"):
+    # DBOS's tables are in the schema `dbos` on PostgreSQL, and unqualified on SQLite.
+    table = "workflow_status" if conn.dialect.name == "sqlite" else "dbos.workflow_status"
+    for workflow in _rows(conn, f"SELECT workflow_uuid, status, name FROM {table}"):
         if workflow.status in ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
             workflows.fail(
                 f"workflow {workflow.workflow_uuid} ({workflow.name}) is {workflow.status}"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.run import crash_at_every_step, crash_points, random_faults
+from tests.chaos.shoppers import NO_VERDICT, WEIGHTS
 
 pytestmark = pytest.mark.usefixtures("postgres_server_binaries")
 
@@ -39,4 +40,9 @@ def test_a_short_storm_of_every_kind_of_fault_breaks_no_invariant(tmp_path: Path
     }
     assert all(fault.checkout_after_s is not None for fault in report.faults)
     assert report.placed > 100
+    assert report.direct_share >= 1 / 3, "a third of verdicts come by a direct webhook"
+    paying_kinds = {kind.value for kind in WEIGHTS if kind not in NO_VERDICT}
+    paid_directly = {kind for kind, by in report.channels.items() if by.get("webhook")}
+    assert paid_directly == paying_kinds, "every kind of shopper paid by webhook at least once"
+    assert [u for u in report.unexpected if "webhook answered" in u] == []
     assert report.violations == 0

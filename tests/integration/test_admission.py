@@ -8,7 +8,6 @@ checkouts in their start, deterministically.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from tests.helpers import Store, cart, eventually
+from tests.helpers import Store, cart, eventually, eventually_async
 from widget_store.admission import ADMISSION_WAIT_S
 from widget_store.config import Settings
 from widget_store.payments import PaymentGivenBack, PaymentProvider, PaymentRequest
@@ -34,8 +33,9 @@ class HangsWhenOpening:
 
     async def create_payment(self, request: PaymentRequest) -> str:
         self.waiting += 1
-        while not self.released.is_set():
-            await asyncio.sleep(0.02)
+        await eventually_async(
+            self.released.is_set, timeout=60, every=0.02, what="the test releasing the provider"
+        )
         return await self.provider.create_payment(request)
 
     async def give_back(self, payment_id: str, idempotency_key: str) -> PaymentGivenBack:

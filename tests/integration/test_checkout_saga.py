@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
 
-from tests.helpers import Store, cart, new_key
+from tests.helpers import Store, cart, eventually, new_key
 from widget_store.config import Settings
 
 
@@ -147,11 +146,14 @@ def test_twenty_shoppers_racing_for_five_units_exactly_five_win(store: Store) ->
 
     def buy(_: int) -> int:
         key = new_key()
-        while True:  # as the store's page does: a busy store (503) is asked again, same key
-            response = store.checkout(cart((2, 1)), key=key)
-            if response.status_code != 503:
-                return response.status_code
-            time.sleep(0.1)
+        # As the store's page does: a busy store (503) is asked again, under the same key.
+        response = eventually(
+            lambda: store.checkout(cart((2, 1)), key=key),
+            lambda response: response.status_code != 503,
+            every=0.1,
+            what="the store taking the checkout",
+        )
+        return response.status_code
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         statuses = list(pool.map(buy, range(20)))

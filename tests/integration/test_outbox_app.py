@@ -9,8 +9,8 @@ from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.broker import NatsServer, eventually, stream_messages
-from tests.helpers import Store
+from tests.broker import NatsServer, stream_messages
+from tests.helpers import Store, eventually_async
 from widget_store import queries
 from widget_store.config import Settings
 
@@ -58,6 +58,6 @@ def test_with_a_nats_url_the_app_relays_the_outbox_to_the_stream(
         def drained() -> bool:
             return store.http.get("/ops/summary").json()["outbox"]["unsent"] == 0
 
-        asyncio.run(eventually(drained, what="the app's relay to drain the outbox"))
+        asyncio.run(eventually_async(drained, what="the app's relay draining the outbox"))
     published = asyncio.run(stream_messages(nats_server.url))
     assert [m.event.event_id for m in published] == event_ids

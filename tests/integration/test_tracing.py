@@ -3,7 +3,6 @@ POST /checkout request span the parent of the workflow span and of every step un
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -14,7 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.helpers import Store, cart, new_key
+from tests.helpers import Store, cart, eventually, new_key
 from widget_store.config import Settings, Tracing
 
 ADDRESS = "42 Hidden Lane, Secretville"  # must never reach a span
@@ -45,15 +44,12 @@ def spans_of_trace(exporter: InMemorySpanExporter, trace_id: int) -> list[Readab
 
 
 def wait_for_span(exporter: InMemorySpanExporter, name: str, timeout: float = 10) -> ReadableSpan:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [s for s in exporter.get_finished_spans() if s.name == name]
-        if found:
-            return found[-1]
-        if time.monotonic() > deadline:
-            names = [s.name for s in exporter.get_finished_spans()]
-            raise AssertionError(f"no span {name!r} among {names}")
-        time.sleep(0.05)
+    found = eventually(
+        lambda: [s for s in exporter.get_finished_spans() if s.name == name],
+        timeout=timeout,
+        what=lambda: f"a span {name!r} among {[s.name for s in exporter.get_finished_spans()]}",
+    )
+    return found[-1]
 
 
 def test_a_paid_checkout_is_one_trace_from_its_request_through_every_step(

@@ -96,6 +96,31 @@ def test_an_order_whose_workflow_was_cancelled_is_compensated(settings: Settings
         assert run_watchdog(store)["resolved"] == [], "nothing left to resolve"
 
 
+def test_a_verdict_arriving_after_the_watchdog_undid_the_order_captures_nothing(
+    settings: Settings,
+) -> None:
+    with Store.running(replace(settings, stuck_after_s=0)) as store:
+        key = new_key()
+        placed = store.checkout(cart((1, 1)), key=key).json()
+        DBOS.cancel_workflow(key)  # stalled while waiting, its payment still open
+        assert run_watchdog(store)["resolved"] == [placed["order_id"]]
+        order = store.wait_for(placed["order_id"])
+        assert order["status"] == "CANCELLED"
+
+        late = store.webhook(placed["payment_id"], "paid", order["total_cents"])
+        page = store.choose(placed["payment_url"], "pay")
+
+        assert late.status_code == 409, late.text
+        assert page.status_code == 409, "the provider's page refuses it too"
+        money = store.rows(
+            "SELECT o.payment_state, p.status FROM orders o JOIN provider_payments p"
+            " ON p.payment_id = o.payment_id WHERE o.order_id = :o",
+            o=placed["order_id"],
+        )
+        assert money == [{"payment_state": "voided", "status": "voided"}]
+        assert "ChargePayment_ok" not in store.event_types(placed["order_id"])
+
+
 def test_a_paid_order_whose_workflow_was_cancelled_is_completed(settings: Settings) -> None:
     with Store.running(replace(settings, stuck_after_s=0, dispatch_s=60)) as store:
         key = new_key()

@@ -17,7 +17,6 @@ from tests.broker import (
     LIFE,
     NatsServer,
     drained,
-    eventually,
     lives,
     projection,
     relay_for,
@@ -27,6 +26,7 @@ from tests.broker import (
     stream_messages,
     write_events,
 )
+from tests.helpers import eventually_async
 from tests.server import widget_store_command
 from widget_store.config import PROJECT_ROOT
 from widget_store.consumer import OrderProjector
@@ -67,12 +67,12 @@ def test_the_projection_follows_the_relayed_stream_and_skips_copies_past_the_ded
                 await drained(store)
             projector = OrderProjector(db, nats_server.url, durable="test")
             async with projecting(projector):
-                await eventually(lambda: projector.tally.applied == 2 * len(LIFE) + 4)
+                await eventually_async(lambda: projector.tally.applied == 2 * len(LIFE) + 4)
                 # Copies under new message IDs, as if republished after the broker's
                 # duplicate window: the broker stores them, the consumer knows better.
                 stream = [message.event for message in await stream_messages(nats_server.url)]
                 await publish(nats_server.url, stream[:5], fresh_ids=True)
-                await eventually(lambda: projector.tally.duplicates == 5)
+                await eventually_async(lambda: projector.tally.duplicates == 5)
             assert await rows(db) == {
                 1: ("DISPATCHED", len(LIFE), len(LIFE)),
                 2: ("DISPATCHED", len(LIFE), len(LIFE)),
@@ -107,7 +107,7 @@ def test_a_consumer_killed_between_its_commit_and_its_ack_gets_it_again_and_skip
             # redelivered, including the seventh, whose write had already committed.
             projector = OrderProjector(db, nats_server.url, durable="test", ack_wait_s=1)
             async with projecting(projector):
-                await eventually(lambda: projector.tally.applied == len(events) - 7)
+                await eventually_async(lambda: projector.tally.applied == len(events) - 7)
             assert projector.tally.duplicates >= 1
             assert await rows(db) == {
                 1: ("DISPATCHED", len(LIFE), len(LIFE)),
@@ -135,7 +135,9 @@ def test_widget_store_consume_prints_what_it_applies_and_stops_on_sigterm(
             )
         try:
             await publish(nats_server.url, lives({41: CANCELLED_LIFE}))
-            await eventually(lambda: "checkout_failed" in log.read_text(), what="the last event")
+            await eventually_async(
+                lambda: "checkout_failed" in log.read_text(), what="the last event"
+            )
             process.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(process.wait, 15) == 0, log.read_text()
         finally:

@@ -20,7 +20,6 @@ from tests.broker import (
     StreamMessage,
     async_url,
     drained,
-    eventually,
     relay_for,
     running,
     store_engine,
@@ -28,6 +27,7 @@ from tests.broker import (
     unsent,
     write_events,
 )
+from tests.helpers import eventually_async
 from widget_store.config import PROJECT_ROOT
 from widget_store.jetstream import JetStreamBroker
 from widget_store.relay import Broker, Relay
@@ -174,7 +174,7 @@ def test_of_two_relays_one_publishes_and_the_other_takes_over_when_its_session_d
         first = relay_for(postgres_url, nats_server.url, "relay-first", takeover_s=5.0)
         second = relay_for(postgres_url, nats_server.url, "relay-second", takeover_s=0.2)
         async with store_engine(postgres_url) as engine, running(first):
-            await eventually(lambda: first.is_leader, what="the first relay to lead")
+            await eventually_async(lambda: first.is_leader, what="the first relay to lead")
             async with running(second):
                 early = await write_events(engine, range(1, 4), LIFE[:4])
                 await drained(engine)
@@ -189,7 +189,7 @@ def test_of_two_relays_one_publishes_and_the_other_takes_over_when_its_session_d
                         )
                     )
                 assert ended == 1
-                await eventually(lambda: second.is_leader, what="the second to lead")
+                await eventually_async(lambda: second.is_leader, what="the second to lead")
                 late = await write_events(engine, range(1, 4), LIFE[4:])
                 await drained(engine)
                 assert first.published == len(early), "the first stopped with its session"
@@ -214,7 +214,7 @@ def test_when_the_leading_relays_process_is_killed_another_takes_over(
                     await asyncio.sleep(1.0)
                     assert not standby.is_leader, "one relay at a time"
                     process.send_signal(signal.SIGKILL)
-                    await eventually(lambda: standby.is_leader, what="a takeover")
+                    await eventually_async(lambda: standby.is_leader, what="a takeover")
                     late = await write_events(engine, range(1, 3), LIFE[3:])
                     await drained(engine)
                     assert standby.published >= len(late)

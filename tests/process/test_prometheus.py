@@ -4,8 +4,7 @@ and decline; its HTTP API then has the counters the store should have counted.""
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import PostgresDatabase, PrometheusBinaries
-from tests.helpers import Shopper, cart
+from tests.helpers import Shopper, cart, eventually
 from tests.server import ServerProcess, free_port, running_server
 from widget_store.config import PROJECT_ROOT, Database, Settings
 
@@ -61,7 +60,7 @@ class PrometheusServer:
             except httpx.TransportError:
                 return False  # not listening yet
 
-        eventually(ready, timeout, self.log)
+        eventually(ready, timeout=timeout, every=0.25, what=lambda: f"ready:\n{self.log()}")
 
     def query(self, expression: str) -> float | None:
         """An instant query's single value (None while it has no result)."""
@@ -86,14 +85,6 @@ class PrometheusServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def eventually(check: Callable[[], bool], timeout: float, explain: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never came true:\n{explain()}")
-        time.sleep(0.25)
 
 
 @pytest.fixture
@@ -126,7 +117,12 @@ def prometheus(
 def test_prometheus_scrapes_the_checkouts_and_requests_the_store_served(
     store_server: ServerProcess, prometheus: PrometheusServer, postgres: PostgresDatabase
 ) -> None:
-    eventually(lambda: prometheus.query('up{job="widget-store"}') == 1, 30, store_server.log)
+    eventually(
+        lambda: prometheus.query('up{job="widget-store"}') == 1,
+        timeout=30,
+        every=0.25,
+        what=lambda: f"the store scraped:\n{store_server.log()}",
+    )
     shopper = Shopper(store_server.http, Settings(database=Database.parse(postgres.url)))
     orders = [shopper.checkout(cart((1, 1))).json() for _ in range(5)]
     for order, decision in zip(orders, ["pay", "pay", "pay", "decline", "decline"], strict=True):
@@ -152,7 +148,12 @@ def test_prometheus_scrapes_the_checkouts_and_requests_the_store_served(
         seen.update({expression: prometheus.query(expression) for expression in expected})
         return seen == expected
 
-    eventually(all_counted, 30, lambda: f"expected {expected}\nPrometheus has {seen}")
+    eventually(
+        all_counted,
+        timeout=30,
+        every=0.25,
+        what=lambda: f"every purchase counted: expected {expected}\nPrometheus has {seen}",
+    )
 
     # The latency histogram made it too, by route template, and the real rules loaded. Its
     # cumulative buckets, not a rate: the checkouts may all predate Prometheus's first scrape,
