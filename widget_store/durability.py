@@ -24,7 +24,7 @@ import asyncio
 import functools
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -47,6 +47,7 @@ from widget_store.logs import log_context
 from widget_store.metrics import CompensationResult
 from widget_store.payments import PaymentProvider
 from widget_store.shipping import ShippingService
+from widget_store.travel import TravelService, TripLeg
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -176,6 +177,8 @@ class CheckoutServices:
     # How much this process takes on, and whether it moves (widget_store/admission.py).
     admission: Admission = field(default_factory=lambda: Admission(None))
     progress: Progress = field(default_factory=Progress)
+    # The trip saga's car rental, hotel and airline, by the leg each books.
+    travel: Mapping[TripLeg, TravelService] = field(default_factory=dict)
 
     @property
     def writer(self) -> AsyncEngine:
@@ -260,6 +263,12 @@ def started_here(handle: object) -> bool:
     """Whether this call created the workflow: DBOS runs it here, in a task, only then
     (starting an ID that exists gives a handle that polls)."""
     return isinstance(handle, WorkflowHandleAsyncTask)
+
+
+def ended_here(handle: object) -> bool:
+    """Whether a workflow this call started in this process has stopped running here
+    (returned, raised, or was cut short without recording an outcome)."""
+    return isinstance(handle, WorkflowHandleAsyncTask) and handle.task.done()
 
 
 def attempt() -> int:

@@ -13,11 +13,22 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
 
 log = logging.getLogger("widget_store.faults")
 
 _crash_after: dict[str, int] = {}  # step name -> how many more passes before crashing
 _fail_in: dict[str, int] = {}  # step name -> how many more runs raise InjectedFailure
+
+
+def kill_this_process() -> None:
+    """What a crash is: SIGKILL, so nothing after the checkpoint runs, not even cleanup."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# What an armed crash does. Tests that run the store inside the test process swap in a
+# stand-in that stops the running workflow without recording anything (as SIGKILL would).
+crash: Callable[[], None] = kill_this_process
 
 
 class InjectedFailure(Exception):
@@ -66,4 +77,4 @@ def after_step(step: str) -> None:
         return
     del _crash_after[step]
     log.warning("fault injection: crashing after %s", step)
-    os.kill(os.getpid(), signal.SIGKILL)
+    crash()
