@@ -265,10 +265,10 @@ def started_here(handle: object) -> bool:
     return isinstance(handle, WorkflowHandleAsyncTask)
 
 
-def ended_here(handle: object) -> bool:
-    """Whether a workflow this call started in this process has stopped running here
-    (returned, raised, or was cut short without recording an outcome)."""
-    return isinstance(handle, WorkflowHandleAsyncTask) and handle.task.done()
+def running_here(handle: object) -> asyncio.Future[Any] | None:
+    """The task that runs a workflow this call started in this process (done once it has
+    returned, raised, or been cut short); None for a workflow that runs elsewhere."""
+    return handle.task if isinstance(handle, WorkflowHandleAsyncTask) else None
 
 
 def attempt() -> int:

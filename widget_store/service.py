@@ -41,7 +41,7 @@ from widget_store.domain import (
     WebhookMismatch,
     reason_for,
 )
-from widget_store.durability import ACTIVE, ended_here, services, started_here
+from widget_store.durability import ACTIVE, running_here, services, started_here
 from widget_store.logs import log_context
 from widget_store.queries import trips as trip_queries
 from widget_store.steps import order_url
@@ -248,9 +248,6 @@ async def run_watchdog() -> WatchdogReport:
 # --- trips ---------------------------------------------------------------------------------
 
 TRIP_REPLY_TIMEOUT_S = 30.0
-# How often a trip request looks at the database while it waits: announcements wake it at
-# once when this process runs the workflow; this covers one recovered by another process.
-TRIP_RECHECK_S = 0.25
 UNDO_NAMES = {event.value: f"cancel_{leg}" for leg, event in CANCELLED.items()}
 
 
@@ -308,6 +305,12 @@ async def _book_trip(trip_key: str, request: TripRequest) -> TripView:
             raise IdempotencyConflict("this idempotency key was used for another request") from None
         except TimeoutError:
             raise still_running from None
+        # A trip started here is watched for free: its steps announce each commit, and its
+        # task says when it stops. One started elsewhere (the key asked again after a
+        # crash, the workflow recovered) announces here too if this process recovered it;
+        # the database is asked as often as for a long-polled order otherwise.
+        task = running_here(handle)
+        recheck_s = order_watch.recheck_s(len(services().executors))
         stopped = False  # the workflow is not running (here, or anywhere)
         while True:
             async with engine.connect() as conn:
@@ -324,10 +327,22 @@ async def _book_trip(trip_key: str, request: TripRequest) -> TripView:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise still_running
-            if ended_here(handle):
+            if task is None:
+                if not await news.next(min(remaining, recheck_s)):
+                    stopped = not await _trip_running(trip_key)
+            elif task.done():
                 stopped = True
-            elif not await news.next(min(remaining, TRIP_RECHECK_S)):
-                stopped = not await _trip_running(trip_key)
+            else:
+                await _news_or_end(news, task, remaining)
+
+
+async def _news_or_end(news: order_watch.News, task: asyncio.Future[Any], timeout: float) -> None:
+    """Wait for the next announcement, or for the workflow's task to stop, or time."""
+    waiting = asyncio.ensure_future(news.next(timeout))
+    try:
+        await asyncio.wait([waiting, task], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
 
 
 async def _trip_running(trip_key: str) -> bool:

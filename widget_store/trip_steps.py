@@ -111,6 +111,7 @@ async def _book(leg: TripLeg, trip_key: str, trip_id: int, request: TripRequest)
                 refusal = f"the {leg} service failed {attempts} time(s): {error}"
                 break
             await asyncio.sleep(retry_delay_s(attempts))
+    ended = False
     async with write() as db:
         if confirmation is None:
             await queries.append_trip_event(db, trip_id, FAILED[leg], (refusal or "")[:500])
@@ -118,9 +119,12 @@ async def _book(leg: TripLeg, trip_key: str, trip_id: int, request: TripRequest)
             if await queries.record_confirmation(db, trip_id, leg, confirmation):
                 tries = "" if attempts == 1 else f" (after {attempts} attempts)"
                 await queries.append_trip_event(db, trip_id, BOOKED[leg], f"{confirmation}{tries}")
-            if leg == TRIP_LEGS[-1] and await queries.end_trip(db, trip_id, TripStatus.BOOKED):
-                await queries.append_trip_event(db, trip_id, TripEvent.BOOKED)
-    order_watch.announce(trip_key)
+            if leg == TRIP_LEGS[-1]:
+                ended = await queries.end_trip(db, trip_id, TripStatus.BOOKED)
+                if ended:
+                    await queries.append_trip_event(db, trip_id, TripEvent.BOOKED)
+    if ended:  # the trip's request waits for its end, and only for that
+        order_watch.announce(trip_key)
     return LegOutcome(trip_id, attempts, confirmation=confirmation, refusal=refusal)
 
 
@@ -165,13 +169,15 @@ async def _cancel(leg: TripLeg, trip_key: str, reason: str) -> Undone:
         undone = Undone(UndoResult.NOTHING_TO_UNDO, f"{confirmation} already cancelled")
     else:
         undone = Undone(UndoResult.NOTHING_TO_UNDO, "never booked: nothing to cancel")
+    ended = False
     async with write() as db:
         await queries.append_trip_event(db, trip.trip_id, CANCELLED[leg], undone.detail)
-        if leg == TRIP_LEGS[0] and await queries.end_trip(
-            db, trip.trip_id, TripStatus.ROLLED_BACK, reason
-        ):
-            await queries.append_trip_event(db, trip.trip_id, TripEvent.ROLLED_BACK, reason)
-    order_watch.announce(trip_key)
+        if leg == TRIP_LEGS[0]:
+            ended = await queries.end_trip(db, trip.trip_id, TripStatus.ROLLED_BACK, reason)
+            if ended:
+                await queries.append_trip_event(db, trip.trip_id, TripEvent.ROLLED_BACK, reason)
+    if ended:
+        order_watch.announce(trip_key)
     return undone
 
 

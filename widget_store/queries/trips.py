@@ -49,10 +49,12 @@ async def insert_trip(
             created_at=now,
             updated_at=now,
         )
-        .returning(trips.c.trip_id)
+        .returning(*trips.c)
     )
-    created = result.scalar_one_or_none() is not None
-    return await trip_by_key(db, trip_key), created
+    created = result.first()
+    if created is not None:
+        return created, True
+    return await trip_by_key(db, trip_key), False
 
 
 async def trip_by_key(db: Db, trip_key: str) -> Any:
