@@ -113,16 +113,19 @@ async def _book(leg: TripLeg, trip_key: str, trip_id: int, request: TripRequest)
             await asyncio.sleep(retry_delay_s(attempts))
     ended = False
     async with write() as db:
+        log: list[tuple[TripEvent, str]] = []
         if confirmation is None:
-            await queries.append_trip_event(db, trip_id, FAILED[leg], (refusal or "")[:500])
+            log.append((FAILED[leg], (refusal or "")[:500]))
         else:
             if await queries.record_confirmation(db, trip_id, leg, confirmation):
                 tries = "" if attempts == 1 else f" (after {attempts} attempts)"
-                await queries.append_trip_event(db, trip_id, BOOKED[leg], f"{confirmation}{tries}")
+                log.append((BOOKED[leg], f"{confirmation}{tries}"))
             if leg == TRIP_LEGS[-1]:
                 ended = await queries.end_trip(db, trip_id, TripStatus.BOOKED)
                 if ended:
-                    await queries.append_trip_event(db, trip_id, TripEvent.BOOKED)
+                    log.append((TripEvent.BOOKED, ""))
+        if log:
+            await queries.append_trip_events(db, trip_id, log)
     if ended:  # the trip's request waits for its end, and only for that
         order_watch.announce(trip_key)
     return LegOutcome(trip_id, attempts, confirmation=confirmation, refusal=refusal)
@@ -171,11 +174,12 @@ async def _cancel(leg: TripLeg, trip_key: str, reason: str) -> Undone:
         undone = Undone(UndoResult.NOTHING_TO_UNDO, "never booked: nothing to cancel")
     ended = False
     async with write() as db:
-        await queries.append_trip_event(db, trip.trip_id, CANCELLED[leg], undone.detail)
+        log = [(CANCELLED[leg], undone.detail)]
         if leg == TRIP_LEGS[0]:
             ended = await queries.end_trip(db, trip.trip_id, TripStatus.ROLLED_BACK, reason)
             if ended:
-                await queries.append_trip_event(db, trip.trip_id, TripEvent.ROLLED_BACK, reason)
+                log.append((TripEvent.ROLLED_BACK, reason))
+        await queries.append_trip_events(db, trip.trip_id, log)
     if ended:
         order_watch.announce(trip_key)
     return undone

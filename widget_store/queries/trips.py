@@ -7,6 +7,7 @@ runs again and changes nothing; the WHERE clause of each says how.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from widget_store.domain import TripEvent, TripRequest, TripStatus
 from widget_store.events import Aggregate
 from widget_store.queries._base import Db, changed_one_row, utcnow
 from widget_store.queries.orders import _insert_ignoring_duplicates
-from widget_store.queries.outbox import add_aggregate_event
+from widget_store.queries.outbox import add_aggregate_events
 from widget_store.schema import dead_letters, trip_events, trips
 
 # Log entries that may legitimately repeat in one trip's history.
@@ -91,18 +92,35 @@ async def end_trip(db: Db, trip_id: int, status: TripStatus, reason: str | None 
 async def append_trip_event(db: Db, trip_id: int, event: TripEvent, detail: str = "") -> bool:
     """Log a change to the trip in the transaction that makes it; once per trip, and to the
     outbox beside it (as `widget_store.trips.<type>`). True if the entry was added."""
-    once_key = None if event in REPEATABLE_TRIP_EVENTS else event.value
+    return bool(await append_trip_events(db, trip_id, [(event, detail)]))
+
+
+async def append_trip_events(
+    db: Db, trip_id: int, entries: Sequence[tuple[TripEvent, str]]
+) -> list[str]:
+    """Log several changes made by one transaction, in order, each once per trip (as
+    `append_trip_event`), in three statements however many; returns the types added."""
     now = utcnow()
+    rows = [
+        {
+            "trip_id": trip_id,
+            "type": event.value,
+            "detail": detail,
+            "at": now,
+            "once_key": None if event in REPEATABLE_TRIP_EVENTS else event.value,
+        }
+        for event, detail in entries
+    ]
     result = await db.execute(
         _insert_ignoring_duplicates(db, trip_events)
-        .values(trip_id=trip_id, type=event.value, detail=detail, at=now, once_key=once_key)
-        .returning(trip_events.c.event_id)
+        .values(rows)
+        .returning(trip_events.c.event_id, trip_events.c.type)
     )
-    added = result.scalar_one_or_none() is not None
-    if added:
-        await add_aggregate_event(
-            db, aggregate=Aggregate.TRIP, aggregate_id=trip_id, type=event.value, payload={}, at=now
-        )
+    # RETURNING's order is not promised for a multi-row insert: the IDs give it back.
+    added = [row.type for row in sorted(result, key=lambda row: row.event_id)]
+    await add_aggregate_events(
+        db, aggregate=Aggregate.TRIP, aggregate_id=trip_id, types=added, payload={}, at=now
+    )
     return added
 
 
