@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench.store import BenchStore, StoreOptions
 from bench.trip_load import TripOrder, TripOutcome, postgres_pids
-from widget_store.simulated.travel import TravelCounts, read_travel_counts
+from widget_store.simulated.travel import (
+    TRIP_LEGS,
+    TravelCounts,
+    TravelServiceUnavailable,
+    read_travel_counts,
+    travel_services,
+)
+from widget_store.trip_steps import RETRY_FIRST_S
 
 TRIPS_PATH = "/trips/{idempotency_key}"
 # A trip whose reply is lost (its worker killed under the request) is asked for again under
@@ -80,6 +88,25 @@ class StoreTrips:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no outcome for trip {order.key} in {BOOK_TIMEOUT_S:g} s")
             await asyncio.sleep(ASK_AGAIN_S)
+
+    async def services_alone(self, trips: int) -> list[float]:
+        """The floor under any engine's latency: the three services called straight from
+        here, one trip after another, as a saga calls them (the hotel's first try fails,
+        then 10 ms of backoff), with no engine around them; each trip's milliseconds."""
+        assert self._engine is not None
+        services = travel_services(self._engine)
+        took = []
+        for _ in range(trips):
+            key = f"floor-{uuid.uuid4().hex}"
+            started = time.perf_counter()
+            for leg in TRIP_LEGS:
+                try:
+                    await services[leg].book(f"{key}:{leg}", f"{leg}-item", key)
+                except TravelServiceUnavailable:
+                    await asyncio.sleep(RETRY_FIRST_S)
+                    await services[leg].book(f"{key}:{leg}", f"{leg}-item", key)
+            took.append((time.perf_counter() - started) * 1000)
+        return took
 
     def pids(self) -> list[int]:
         """The store's server processes (the supervisor and its app workers)."""
