@@ -75,6 +75,10 @@ def main() -> None:
         default=10.0,
         help="how late the dev server may fire timers; a negative value keeps its 1 s default",
     )
+    trips.add_argument(
+        "--store-workers", type=int, default=1, help="the store's app processes (one per core: 2)"
+    )
+    trips.add_argument("--name", default=None, help="the results' file name (default trips)")
     trips.add_argument("--temporal-in-memory", action="store_true", help="no SQLite file")
     trips.add_argument("--temporal-unsandboxed", action="store_true", help="no workflow sandbox")
     trips.add_argument("--results", type=Path, help="where the JSON goes (default bench/results)")

@@ -253,6 +253,8 @@ def trips(args: argparse.Namespace) -> int:
         ),
         temporal_in_memory=args.temporal_in_memory,
         temporal_unsandboxed=args.temporal_unsandboxed,
+        store_workers=args.store_workers,
+        name=args.name or bench.name,
     )
     return trips_bench.run(bench)
 

@@ -1,32 +1,35 @@
 """The benchmark's handle on the store side of the trip saga: `widget-store serve` on a private
 PostgreSQL (as `bench.store.BenchStore` runs it), driven over HTTP like any client.
 
-STORE SIDE, TO FINISH (issue 12). Everything here is written against the interface the issue
-specifies, but the store has no `POST /trips/{idempotency_key}` yet, so `start()` looks for it
-in the store's OpenAPI document and raises NotImplementedError (the harness then reports the
-store as not built yet, and measures Temporal alone). Once the endpoint exists:
-
-- the store's migrations must create `travel_bookings` (`widget_store.simulated.travel`)
-  in the store's database, where `counts()` reads it;
-- the trip saga must use the same retry backoff as the Temporal side
-  (`bench.temporal_trip.shared.TripPolicy`: 10 ms after the first failure, doubling, at most
-  1 s; `attempts` tries for each booking leg; undos retried without limit), or the latency
-  columns compare backoffs rather than engines;
-- check `book()` against the endpoint's real replies (a status other than 200 while the trip
-  is still running is asked again, as after a crash).
+The store side of issue 12: `POST /trips/{idempotency_key}` runs the trip saga
+(`widget_store/trip.py`) and answers once the trip is booked or rolled back. The store's
+migrations create `travel_bookings` (`widget_store.simulated.travel`) in its database,
+where `counts()` reads it, and its legs back off as `bench.temporal_trip.shared.TripPolicy`
+does (`widget_store.trip_steps.RETRY_FIRST_S`, `RETRY_MAX_S`; a unit test keeps them
+equal), so the latency columns compare engines rather than backoffs. A reply other than
+200 while the trip is still running (503, or a connection cut by a kill -9) is asked
+again under the same key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench.store import BenchStore, StoreOptions
 from bench.trip_load import TripOrder, TripOutcome, postgres_pids
-from widget_store.simulated.travel import TravelCounts, read_travel_counts
+from widget_store.simulated.travel import (
+    TRIP_LEGS,
+    TravelCounts,
+    TravelServiceUnavailable,
+    read_travel_counts,
+    travel_services,
+)
+from widget_store.trip_steps import RETRY_FIRST_S
 
 TRIPS_PATH = "/trips/{idempotency_key}"
 # A trip whose reply is lost (its worker killed under the request) is asked for again under
@@ -85,6 +88,25 @@ class StoreTrips:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no outcome for trip {order.key} in {BOOK_TIMEOUT_S:g} s")
             await asyncio.sleep(ASK_AGAIN_S)
+
+    async def services_alone(self, trips: int) -> list[float]:
+        """The floor under any engine's latency: the three services called straight from
+        here, one trip after another, as a saga calls them (the hotel's first try fails,
+        then 10 ms of backoff), with no engine around them; each trip's milliseconds."""
+        assert self._engine is not None
+        services = travel_services(self._engine)
+        took = []
+        for _ in range(trips):
+            key = f"floor-{uuid.uuid4().hex}"
+            started = time.perf_counter()
+            for leg in TRIP_LEGS:
+                try:
+                    await services[leg].book(f"{key}:{leg}", f"{leg}-item", key)
+                except TravelServiceUnavailable:
+                    await asyncio.sleep(RETRY_FIRST_S)
+                    await services[leg].book(f"{key}:{leg}", f"{leg}-item", key)
+            took.append((time.perf_counter() - started) * 1000)
+        return took
 
     def pids(self) -> list[int]:
         """The store's server processes (the supervisor and its app workers)."""

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.load import percentile
 from bench.report import RESULTS, save_json, target
 from bench.temporal_trip.shared import TripPolicy
 from bench.trip_load import (
@@ -36,6 +37,7 @@ from bench.trip_load import (
 )
 
 SEQUENTIAL = 1
+FLOOR_TRIPS = 20
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class Side:
     turns: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     kills: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
+    floor_p50_ms: list[float] = field(default_factory=list)  # the services alone, per round
 
     def median(self, level: int, key: str) -> float | None:
         """The median over the rounds of one figure of one load."""
@@ -215,6 +218,14 @@ async def measure(bench: TripBench) -> list[Side]:
             await closed_loop(side.system, 4, bench.warmup_s, side.ledger)
         for round_number in range(1, bench.rounds + 1):
             print(f"round {round_number} of {bench.rounds}", flush=True)
+            for side in running:
+                alone = getattr(side.system, "services_alone", None)
+                if alone is not None:
+                    side.floor_p50_ms.append(percentile(await alone(FLOOR_TRIPS), 0.5) or 0.0)
+                    print(
+                        f"  {side.name:<8} the services alone: p50 {side.floor_p50_ms[-1]:.1f} ms",
+                        flush=True,
+                    )
             for level in (SEQUENTIAL, *bench.levels):
                 for side in running:  # A, B, A, B: the machine's drift hits both alike
                     assert side.system is not None
@@ -250,6 +261,10 @@ def table(sides: list[Side], bench: TripBench) -> str:
     top = max(bench.levels)
     rows: list[tuple[str, list[str]]] = [
         ("sequential p50 (ms)", [_fmt(s.median(SEQUENTIAL, "p50_ms")) for s in sides]),
+        (
+            "  the services alone, no engine (ms)",
+            [_fmt(statistics.median(s.floor_p50_ms)) if s.floor_p50_ms else "-" for s in sides],
+        ),
         ("sequential p99 (ms)", [_fmt(s.median(SEQUENTIAL, "p99_ms")) for s in sides]),
     ]
     for level in bench.levels:
@@ -377,6 +392,7 @@ def run(bench: TripBench) -> int:
                     "turns": {str(level): turns for level, turns in side.turns.items()},
                     "kills": side.kills,
                     "counts": side.counts,
+                    "services_alone_p50_ms": side.floor_p50_ms,
                     "errors": side.ledger.errors[:20],
                 }
                 for side in sides

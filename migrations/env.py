@@ -11,12 +11,13 @@ from widget_store.config import Settings
 from widget_store.schema import metadata
 from widget_store.simulated.carrier import carrier_metadata
 from widget_store.simulated.provider import provider_metadata
+from widget_store.simulated.travel import travel_metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = [metadata, provider_metadata, carrier_metadata]
+target_metadata = [metadata, provider_metadata, carrier_metadata, travel_metadata]
 
 
 def database_url() -> str:

@@ -45,6 +45,9 @@ UPDATE_SCREENSHOTS_VARIABLE = "WIDGET_STORE_UPDATE_SCREENSHOTS"
 CHROMIUM = Path("/usr/bin/chromium")
 STORE_TABLES = [
     "dead_letters",
+    "trip_events",
+    "trips",
+    "travel_bookings",
     "order_events",
     "order_items",
     "orders",

@@ -27,11 +27,16 @@ from widget_store.shipping import ShippingService
 from widget_store.simulated.carrier import SimulatedCarrier
 from widget_store.simulated.provider import SimulatedPaymentProvider
 from widget_store.simulated.provider_page import provider_router
+from widget_store.simulated.travel import travel_services
+from widget_store.travel import TravelService, TripLeg
+from widget_store.trip import book_trip_workflow
 from widget_store.web import mount_web
 
 log = logging.getLogger("widget_store.app")
 # Imported for its registrations: version 0.1's workflows, for the checkouts it started.
 REGISTERED_LEGACY = (legacy_v1.checkout_workflow, legacy_v1.resolve_order)
+REGISTERED_TRIPS = (book_trip_workflow,)
+TravelWrapper = Callable[[TripLeg, TravelService], TravelService]
 
 
 def create_app(
@@ -39,11 +44,12 @@ def create_app(
     *,
     payments: Callable[[PaymentProvider], PaymentProvider] | None = None,
     shipping: Callable[[ShippingService], ShippingService] | None = None,
+    travel: TravelWrapper | None = None,
 ) -> FastAPI:
-    """Build the store on the simulated provider and carrier.
+    """Build the store on the simulated provider, carrier and travel services.
 
-    `payments` and `shipping`, if given, wrap those adapters (tests use them to make an
-    outside service misbehave).
+    `payments`, `shipping` and `travel`, if given, wrap those adapters (tests use them to
+    make an outside service misbehave).
     """
     settings.check_safe_to_start()
 
@@ -64,6 +70,11 @@ def create_app(
             ),
         )
         carrier = SimulatedCarrier(durability.writer(engine))
+        trip_services: dict[TripLeg, TravelService] = dict(
+            travel_services(durability.writer(engine))
+        )
+        if travel is not None:
+            trip_services = {leg: travel(leg, svc) for leg, svc in trip_services.items()}
         app.state.settings = settings
         app.state.engine = engine
         app.state.provider = provider
@@ -82,6 +93,7 @@ def create_app(
                 stuck_after_s=settings.stuck_after_s,
                 admission=Admission(settings.starting_checkout_limit),
                 progress=progress,
+                travel=trip_services,
             )
         )
         DBOS.launch()

@@ -21,6 +21,7 @@ class Workflow(StrEnum):
     WATCHDOG = "watchdog.v2"
     # `widget-store node`'s checkout (widget_store/node_checkout.py): a direct charge, no wait.
     NODE_CHECKOUT = "node_checkout.v1"
+    BOOK_TRIP = "book_trip.v1"  # widget_store/trip.py
     # Registered by widget_store.legacy, for the workflows started by version 0.1.
     CHECKOUT_V1 = "checkout"
     RESOLVE_ORDER_V1 = "resolve_order"
@@ -44,6 +45,17 @@ class Checkpoint(StrEnum):
     PARK_COMPENSATION = "park_compensation"
     RETRY_COMPENSATION = "retry_compensation"
     RESOLVE_COMPENSATION = "resolve_compensation"
+    # The trip, forward (each leg against its own service), and its compensations.
+    BOOK_CAR = "book_car"
+    BOOK_HOTEL = "book_hotel"
+    BOOK_FLIGHT = "book_flight"
+    CANCEL_CAR = "cancel_car"
+    CANCEL_HOTEL = "cancel_hotel"
+    CANCEL_FLIGHT = "cancel_flight"
+    # A trip's compensation that keeps failing: parked, retried, resolved.
+    PARK_TRIP_COMPENSATION = "park_trip_compensation"
+    RETRY_TRIP_COMPENSATION = "retry_trip_compensation"
+    RESOLVE_TRIP_COMPENSATION = "resolve_trip_compensation"
     # The watchdog and its resolving workflow.
     FIND_UNFINISHED_ORDERS = "find_unfinished_orders"
     READ_ORDER_STATUS = "read_order_status"
@@ -81,6 +93,17 @@ CHECKOUT_CRASH_POINTS = (
     Checkpoint.REFUND_PAYMENT,
     Checkpoint.RELEASE_INVENTORY,
     Checkpoint.CANCEL_ORDER,
+)
+
+# The same for a trip that books its car and hotel, and fails on the flight: every step
+# and every compensation it may pass, in order.
+TRIP_CRASH_POINTS = (
+    Checkpoint.BOOK_CAR,
+    Checkpoint.BOOK_HOTEL,
+    Checkpoint.BOOK_FLIGHT,
+    Checkpoint.CANCEL_FLIGHT,
+    Checkpoint.CANCEL_HOTEL,
+    Checkpoint.CANCEL_CAR,
 )
 
 

@@ -341,6 +341,79 @@ def describe_shortages(short: Iterable[ShortItem]) -> str:
     )
 
 
+# --- trips ----------------------------------------------------------------------------
+# The trip saga (`trip.py`): a car, a hotel and a flight, booked in that order, or none.
+
+MAX_TRIP_ATTEMPTS = 20
+MAX_TRIP_ITEM_LENGTH = 200
+
+
+class TripStatus(StrEnum):
+    PENDING = "PENDING"
+    BOOKED = "BOOKED"
+    ROLLED_BACK = "ROLLED_BACK"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not TripStatus.PENDING
+
+
+class TripEvent(StrEnum):
+    """The trip history's vocabulary (and its events' types on the bus)."""
+
+    REQUESTED = "RequestTrip_ok"
+    CAR_BOOKED = "BookCar_ok"
+    CAR_FAILED = "BookCar_failed"
+    HOTEL_BOOKED = "BookHotel_ok"
+    HOTEL_FAILED = "BookHotel_failed"
+    FLIGHT_BOOKED = "BookFlight_ok"
+    FLIGHT_FAILED = "BookFlight_failed"
+    # Compensations, named for what they undo.
+    CAR_CANCELLED = "CancelCar"
+    HOTEL_CANCELLED = "CancelHotel"
+    FLIGHT_CANCELLED = "CancelFlight"
+    COMPENSATION_PARKED = "Compensation_parked"
+    COMPENSATION_RETRIED = "Compensation_retried"
+    # Outcomes.
+    BOOKED = "trip_booked"
+    ROLLED_BACK = "trip_rolled_back"
+
+
+@dataclass(frozen=True)
+class TripRequest:
+    """A validated trip: who travels, the three items, and how often to try each leg."""
+
+    user_id: str
+    car_id: str
+    hotel_id: str
+    flight_id: str
+    attempts: int
+
+    def item(self, leg: str) -> str:
+        """The item booked for `leg` ("car", "hotel" or "flight")."""
+        items = {"car": self.car_id, "hotel": self.hotel_id, "flight": self.flight_id}
+        return items[leg]
+
+    def fingerprint(self) -> str:
+        """A digest of what was asked for, to tell a retry from a different trip."""
+        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LegOutcome:
+    """What one booking step got from its service: a confirmation, or why not."""
+
+    trip_id: int
+    attempts: int  # calls to the service it took
+    confirmation: str | None = None
+    refusal: str | None = None  # set when the leg was not booked: rolled back
+
+    @property
+    def booked(self) -> bool:
+        return self.confirmation is not None
+
+
 # --- errors ---------------------------------------------------------------------------
 
 
@@ -422,6 +495,18 @@ class WebhookMismatch(StoreError):
 
 class NotAuthorized(StoreError):
     """The request needs the order's token or the admin token."""
+
+
+class TripNotFound(StoreError):
+    pass
+
+
+class TripStillRunning(StoreError):
+    """The trip has not finished within the reply's time; the client may retry the key."""
+
+
+class TripFailed(StoreError):
+    """The trip's workflow ended without booking or rolling back (an operator's matter)."""
 
 
 # --- what the outside world answers (the ports raise these) ---------------------------

@@ -25,7 +25,7 @@ import asyncio
 import functools
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -48,6 +48,7 @@ from widget_store.logs import log_context
 from widget_store.metrics import CompensationResult
 from widget_store.payments import DirectCharges, PaymentProvider
 from widget_store.shipping import ShippingService
+from widget_store.travel import TravelService, TripLeg
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -179,6 +180,8 @@ class CheckoutServices:
     progress: Progress = field(default_factory=Progress)
     # Direct charges, for `widget-store node`'s checkout (the store's waits for a webhook).
     charges: DirectCharges | None = None
+    # The trip saga's car rental, hotel and airline, by the leg each books.
+    travel: Mapping[TripLeg, TravelService] = field(default_factory=dict)
 
     @property
     def writer(self) -> AsyncEngine:
@@ -305,6 +308,12 @@ def started_here(handle: object) -> bool:
     """Whether this call created the workflow: DBOS runs it here, in a task, only then
     (starting an ID that exists gives a handle that polls)."""
     return isinstance(handle, WorkflowHandleAsyncTask)
+
+
+def running_here(handle: object) -> asyncio.Future[Any] | None:
+    """The task that runs a workflow this call started in this process (done once it has
+    returned, raised, or been cut short); None for a workflow that runs elsewhere."""
+    return handle.task if isinstance(handle, WorkflowHandleAsyncTask) else None
 
 
 def attempt() -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -27,6 +28,16 @@ _crash_after: dict[str, int] = {}  # step name -> how many more passes before cr
 _fail_in: dict[str, int] = {}  # step name -> how many more runs raise InjectedFailure
 _disconnect_in: dict[str, int] = {}  # step name -> how many more runs lose the connection
 _lose_answer_of: dict[str, int] = {}  # step name -> how many more runs lose their answer
+
+
+def kill_this_process() -> None:
+    """What a crash is: SIGKILL, so nothing after the checkpoint runs, not even cleanup."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# What an armed crash does. Tests that run the store inside the test process swap in a
+# stand-in that stops the running workflow without recording anything (as SIGKILL would).
+crash: Callable[[], None] = kill_this_process
 
 
 class InjectedFailure(Exception):
@@ -117,4 +128,4 @@ def after_step(step: str) -> None:
         return
     del _crash_after[step]
     log.warning("fault injection: crashing after %s", step)
-    os.kill(os.getpid(), signal.SIGKILL)
+    crash()

@@ -120,12 +120,57 @@ webhook_events = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False),
 )
 
-# Compensations that kept failing and wait for an operator (or the next automatic retry).
+# One trip (widget_store/trip.py): a car, a hotel and a flight, all booked or none.
+trips = sa.Table(
+    "trips",
+    metadata,
+    sa.Column("trip_id", Id, primary_key=True, autoincrement=True),
+    # The client's idempotency key, which is also the trip workflow's ID.
+    sa.Column("trip_key", sa.String(128), nullable=False, unique=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(200), nullable=False),
+    sa.Column("car_id", sa.String(200), nullable=False),
+    sa.Column("hotel_id", sa.String(200), nullable=False),
+    sa.Column("flight_id", sa.String(200), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    # PENDING -> BOOKED | ROLLED_BACK, by conditional UPDATEs.
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),  # why it was rolled back
+    # What each service confirmed (kept after a rollback: the cancelled booking's number).
+    sa.Column("car_confirmation", sa.String(32)),
+    sa.Column("hotel_confirmation", sa.String(32)),
+    sa.Column("flight_confirmation", sa.String(32)),
+    # Whoever booked the trip holds this token; in production reads need it.
+    sa.Column("access_token", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_trips_status", "status"),
+)
+
+# A trip's history, like order_events: once per (trip, once_key).
+trip_events = sa.Table(
+    "trip_events",
+    metadata,
+    sa.Column("event_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("trip_id", Id, sa.ForeignKey("trips.trip_id"), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("once_key", sa.String(64)),
+    sa.Index("ix_trip_events_trip", "trip_id", "event_id"),
+    sa.UniqueConstraint("trip_id", "once_key", name="uq_trip_events_once"),
+)
+
+# Compensations that kept failing and wait for an operator (or the next automatic retry):
+# an order's or a trip's (exactly one of the two is set).
 dead_letters = sa.Table(
     "dead_letters",
     metadata,
     sa.Column("dead_letter_id", Id, primary_key=True, autoincrement=True),
-    sa.Column("order_id", Id, sa.ForeignKey("orders.order_id"), nullable=False),
+    sa.Column("order_id", Id, sa.ForeignKey("orders.order_id"), nullable=True),
+    sa.Column(
+        "trip_id", Id, sa.ForeignKey("trips.trip_id", name="fk_dead_letters_trip"), nullable=True
+    ),
     sa.Column("workflow_id", sa.String(128), nullable=False),
     sa.Column("compensation", sa.String(64), nullable=False),
     sa.Column("last_error", sa.Text, nullable=False),
@@ -135,6 +180,7 @@ dead_letters = sa.Table(
     sa.Column("parked_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("order_id", "compensation", name="uq_dead_letters_order_compensation"),
+    sa.UniqueConstraint("trip_id", "compensation", name="uq_dead_letters_trip_compensation"),
 )
 
 # The transactional outbox: each state change's event, written in the change's own

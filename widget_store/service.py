@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,12 +34,20 @@ from widget_store.domain import (
     PaymentNotFound,
     PaymentVerdict,
     Reservation,
+    TripFailed,
+    TripRequest,
+    TripStatus,
+    TripStillRunning,
     WebhookMismatch,
     reason_for,
 )
-from widget_store.durability import ACTIVE, services, started_here
+from widget_store.durability import ACTIVE, running_here, services, started_here
 from widget_store.logs import log_context
+from widget_store.queries import trips as trip_queries
 from widget_store.steps import order_url
+from widget_store.travel import TRIP_LEGS
+from widget_store.trip import book_trip_workflow
+from widget_store.trip_steps import CANCELLED
 from widget_store.watchdog import WatchdogReport, watchdog_workflow
 
 CHECKOUT_REPLY_TIMEOUT_S = 30.0
@@ -234,3 +243,118 @@ async def run_watchdog() -> WatchdogReport:
     handle = await DBOS.start_workflow_async(watchdog_workflow, datetime.now(UTC), None)
     report: WatchdogReport = await handle.get_result()
     return report
+
+
+# --- trips ---------------------------------------------------------------------------------
+
+TRIP_REPLY_TIMEOUT_S = 30.0
+UNDO_NAMES = {event.value: f"cancel_{leg}" for leg, event in CANCELLED.items()}
+
+
+@dataclass(frozen=True)
+class TripView:
+    """A finished trip, as its owner is told: what each service confirmed, what was undone."""
+
+    trip_id: int
+    status: str
+    bookings: dict[str, str]
+    cancelled: list[str]  # the undos that ran, in the order they ran (newest leg first)
+    reason: str | None
+    trip_token: str
+    trip_url: str
+
+
+def trip_url(trip_id: int, access_token: str) -> str:
+    """Where the trip and its history are read, with the token that lets its owner read it."""
+    return f"/trips/{trip_id}?token={access_token}"
+
+
+def trip_view(trip: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> TripView:
+    """The trip row and its history, as the reply shapes them."""
+    bookings: dict[str, str] = {
+        leg: confirmation for leg in TRIP_LEGS if (confirmation := trip[f"{leg}_confirmation"])
+    }
+    cancelled = [UNDO_NAMES[e["type"]] for e in history if e["type"] in UNDO_NAMES]
+    return TripView(
+        trip_id=trip["trip_id"],
+        status=trip["status"],
+        bookings=bookings,
+        cancelled=cancelled,
+        reason=trip["reason"],
+        trip_token=trip["access_token"],
+        trip_url=trip_url(trip["trip_id"], trip["access_token"]),
+    )
+
+
+async def book_trip(trip_key: str, request: TripRequest) -> TripView:
+    """Start (or find) the trip for this key; answer once it is booked or rolled back."""
+    with services().progress.working():
+        return await _book_trip(trip_key, request)
+
+
+async def _book_trip(trip_key: str, request: TripRequest) -> TripView:
+    engine = services().engine
+    deadline = time.monotonic() + TRIP_REPLY_TIMEOUT_S
+    still_running = TripStillRunning("the trip is still running; retry with the same key")
+    with order_watch.watching(trip_key) as news:  # subscribe first: no news slips by
+        with SetWorkflowID(trip_key), PropagateOtelContext(), log_context(checkout_key=trip_key):
+            starting = asyncio.ensure_future(DBOS.start_workflow_async(book_trip_workflow, request))
+        try:
+            handle = await asyncio.wait_for(asyncio.shield(starting), TRIP_REPLY_TIMEOUT_S)
+        except error.DBOSConflictingWorkflowError:
+            raise IdempotencyConflict("this idempotency key was used for another request") from None
+        except TimeoutError:
+            raise still_running from None
+        # A trip started here is watched for free: its steps announce each commit, and its
+        # task says when it stops. One started elsewhere (the key asked again after a
+        # crash, the workflow recovered) announces here too if this process recovered it;
+        # the database is asked as often as for a long-polled order otherwise.
+        task = running_here(handle)
+        recheck_s = order_watch.recheck_s(len(services().executors))
+        stopped = False  # the workflow is not running (here, or anywhere)
+        while True:
+            async with engine.connect() as conn:
+                trip = await trip_queries.trip_by_key(conn, trip_key)
+                if trip is not None and trip.fingerprint != request.fingerprint():
+                    raise IdempotencyConflict(
+                        "this idempotency key was used for a different trip", trip_id=trip.trip_id
+                    )
+                if trip is not None and TripStatus(trip.status).is_terminal:
+                    history = await trip_queries.trip_history(conn, trip.trip_id)
+                    return trip_view(trip._mapping, history)
+            if stopped:  # and the row, read after it stopped, is still unfinished
+                raise await _why_unfinished(trip_key, still_running)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise still_running
+            if task is None:
+                if not await news.next(min(remaining, recheck_s)):
+                    stopped = not await _trip_running(trip_key)
+            elif task.done():
+                stopped = True
+            else:
+                await _news_or_end(news, task, remaining)
+
+
+async def _news_or_end(news: order_watch.News, task: asyncio.Future[Any], timeout: float) -> None:
+    """Wait for the next announcement, or for the workflow's task to stop, or time."""
+    waiting = asyncio.ensure_future(news.next(timeout))
+    try:
+        await asyncio.wait([waiting, task], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+
+
+async def _trip_running(trip_key: str) -> bool:
+    status = await DBOS.get_workflow_status_async(trip_key)
+    return status is not None and status.status in ACTIVE
+
+
+async def _why_unfinished(trip_key: str, still_running: TripStillRunning) -> Exception:
+    """A trip whose workflow stopped without ending it: for good (it ended some other
+    way), or for now (cut short here; recovery resumes it, and the key asks again)."""
+    status = await DBOS.get_workflow_status_async(trip_key)
+    if status is None or status.status not in ACTIVE:
+        state = status.status if status else "missing"
+        return TripFailed(f"the trip's workflow ended without booking or rolling back ({state})")
+    return still_running

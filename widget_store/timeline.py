@@ -20,7 +20,8 @@ from dbos import DBOS, StepInfo, WorkflowStatus
 
 from widget_store.checkpoints import Checkpoint
 from widget_store.domain import OrderEvent as E
-from widget_store.domain import Stage, stage_of
+from widget_store.domain import Stage, TripStatus, stage_of
+from widget_store.domain import TripEvent as T
 
 MAX_TEXT = 300
 SLEEP = "DBOS.sleep"
@@ -52,7 +53,7 @@ class Kind(StrEnum):
 class Role:
     kind: Kind
     label: str
-    events: tuple[E, ...] = ()  # what this step logs to the order's event log
+    events: tuple[E | T, ...] = ()  # what this step logs to the order's event log
     output_is_time: str | None = None  # the output is an epoch time: say what it marks
 
 
@@ -90,6 +91,24 @@ ROLES: dict[str, Role] = {
     ),
     C.RESOLVE_COMPENSATION: Role(Kind.COMPENSATION, "The parked compensation succeeded"),
     C.READ_ORDER_STATUS: Role(Kind.INTERNAL, "Read the order's status"),
+    # The trip saga.
+    C.BOOK_CAR: Role(
+        Kind.STEP, "Create the trip, rent the car", (T.REQUESTED, T.CAR_BOOKED, T.CAR_FAILED)
+    ),
+    C.BOOK_HOTEL: Role(Kind.STEP, "Book the hotel", (T.HOTEL_BOOKED, T.HOTEL_FAILED)),
+    C.BOOK_FLIGHT: Role(Kind.STEP, "Book the flight", (T.FLIGHT_BOOKED, T.FLIGHT_FAILED, T.BOOKED)),
+    C.CANCEL_FLIGHT: Role(Kind.COMPENSATION, "Cancel the flight", (T.FLIGHT_CANCELLED,)),
+    C.CANCEL_HOTEL: Role(Kind.COMPENSATION, "Cancel the hotel", (T.HOTEL_CANCELLED,)),
+    C.CANCEL_CAR: Role(
+        Kind.COMPENSATION, "Cancel the car, end the trip", (T.CAR_CANCELLED, T.ROLLED_BACK)
+    ),
+    C.PARK_TRIP_COMPENSATION: Role(
+        Kind.COMPENSATION, "Park a failing compensation", (T.COMPENSATION_PARKED,)
+    ),
+    C.RETRY_TRIP_COMPENSATION: Role(
+        Kind.COMPENSATION, "Retry the parked compensation", (T.COMPENSATION_RETRIED,)
+    ),
+    C.RESOLVE_TRIP_COMPENSATION: Role(Kind.COMPENSATION, "The parked compensation succeeded"),
     # Version 0.1's checkout (the ones it started finish under widget_store.legacy).
     C.REGISTER_PAYMENT: Role(Kind.STEP, "Register the payment at the provider"),
     "DBOS.setEvent": Role(Kind.INTERNAL, "Tell the shopper where to pay"),
@@ -168,6 +187,45 @@ async def saga_timeline(order: Mapping[str, Any], workflow_id: str) -> dict[str,
     status = await DBOS.get_workflow_status_async(workflow_id)
     steps = await DBOS.list_workflow_steps_async(workflow_id)
     return build_timeline(order, workflow_id, workflow_info(status), steps, datetime.now(UTC))
+
+
+async def trip_timeline(trip: Mapping[str, Any], workflow_id: str) -> dict[str, Any]:
+    """Read the trip's workflow from DBOS and build its timeline, as an order's is built."""
+    status = await DBOS.get_workflow_status_async(workflow_id)
+    steps = await DBOS.list_workflow_steps_async(workflow_id)
+    return build_trip_timeline(trip, workflow_id, workflow_info(status), steps, datetime.now(UTC))
+
+
+def build_trip_timeline(
+    trip: Mapping[str, Any],
+    workflow_id: str,
+    workflow: Mapping[str, Any] | None,
+    steps: Sequence[StepInfo],
+    now: datetime,
+) -> dict[str, Any]:
+    """Join the trip workflow's steps with the trip's history, as `build_timeline` does."""
+    now_ms = now.timestamp() * 1000
+    starts = [float(ms) for s in steps if (ms := s["started_at_epoch_ms"]) is not None]
+    clock = Clock(min(starts or [_ms(e["at"]) for e in trip["events"]] or [now_ms]))
+    rows = _fold(steps, clock)
+    _attach_events(rows, trip["events"], clock)
+    running = workflow is not None and workflow["status"] in ACTIVE_WORKFLOW
+    if running and all(row.end_ms is not None for row in rows):
+        last = max((row.end_ms for row in rows if row.end_ms is not None), default=0.0)
+        rows.append(Row(-1, "(in progress)", Kind.WAIT, "Booking", last, None))
+    ends = [row.end_ms for row in rows if row.end_ms is not None]
+    return {
+        "trip_id": trip["trip_id"],
+        "workflow_id": workflow_id,
+        "trip_status": trip["status"],
+        "finished": TripStatus(trip["status"]).is_terminal,
+        "reason": trip.get("reason"),
+        "workflow": dict(workflow) if workflow else None,
+        "started_at": _from_ms(clock.zero_ms),
+        "duration_ms": clock.at(now_ms) if running else max(ends, default=0.0),
+        "compensations": sum(1 for row in rows if row.kind is Kind.COMPENSATION),
+        "rows": [row.as_json(clock.at(now_ms)) for row in rows],
+    }
 
 
 def workflow_info(status: WorkflowStatus | None) -> dict[str, Any] | None:

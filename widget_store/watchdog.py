@@ -41,7 +41,13 @@ SCHEDULE = "0 * * * * *"  # every minute
 # Workflow names whose step lists are registered by this code exactly as they were
 # recorded: a workflow of one of them may be carried on under this version.
 RESUMABLE = frozenset(
-    {Workflow.CHECKOUT, Workflow.RESOLVE_ORDER, Workflow.CHECKOUT_V1, Workflow.RESOLVE_ORDER_V1}
+    {
+        Workflow.CHECKOUT,
+        Workflow.RESOLVE_ORDER,
+        Workflow.CHECKOUT_V1,
+        Workflow.RESOLVE_ORDER_V1,
+        Workflow.BOOK_TRIP,  # taken over at start-up by a later version, like a checkout
+    }
 )
 # A watchdog pass holds nothing the next pass does not work out again: an old one that
 # was cut short is cancelled rather than carried on.

@@ -1,5 +1,5 @@
-// The operations view: aggregates, recent orders by stage, and one order's saga timeline
-// as DBOS recorded it. In production the data needs the admin token; the page asks for
+// The operations view: aggregates, recent orders by stage and recent trips, and one order's
+// or trip's saga timeline as DBOS recorded it. In production the data needs the admin token; the page asks for
 // it and keeps it in sessionStorage (this tab only).
 "use strict";
 
@@ -19,6 +19,7 @@ const STAGES = {
   compensated: "Compensated",
 };
 const ACTIVE = new Set(["PENDING", "ENQUEUED", "DELAYED"]);
+const TRIP_STATUSES = { PENDING: "Booking", BOOKED: "Booked", ROLLED_BACK: "Rolled back" };
 
 const $ = (id) => document.getElementById(id);
 
@@ -26,6 +27,7 @@ class Unauthorized extends Error {}
 
 let pages = 1;
 let selected = null; // the order whose timeline is shown
+let selectedTrip = null; // or the trip
 let timelineActive = false; // its workflow is still running: keep refreshing it
 let tokenTyped = false; // a token was typed here, so a 401 means it was wrong
 
@@ -124,7 +126,7 @@ function renderOrders(page) {
     open.addEventListener("click", () => select(order.order_id));
     const status = el("span", { className: `stage stage-${order.stage}`, text: STAGES[order.stage] || order.stage });
     const reason = order.cancel_reason ? el("span", { className: "reason", text: order.cancel_reason }) : null;
-    return el("tr", { className: order.order_id === selected ? "selected" : "" }, [
+    return el("tr", { className: order.order_id === selected && selectedTrip === null ? "selected" : "" }, [
       el("td", {}, [open]),
       el("td", {}, [status, reason]),
       el("td", { className: "num", text: age(order.age_s) }),
@@ -135,19 +137,46 @@ function renderOrders(page) {
   $("older").hidden = page.next_before === null;
 }
 
+// --- the trip list ----------------------------------------------------------------------
+
+function renderTrips(page) {
+  $("trips").replaceChildren(...page.trips.map((trip) => {
+    const open = el("button", {
+      className: "link", text: `Trip #${trip.trip_id}`, attrs: { type: "button" },
+    });
+    open.addEventListener("click", () => selectTrip(trip.trip_id));
+    const stage = trip.status === "BOOKED" ? "dispatched"
+      : trip.status === "ROLLED_BACK" ? "compensated" : "starting";
+    const status = el("span", {
+      className: `stage stage-${stage}`, text: TRIP_STATUSES[trip.status] || trip.status,
+    });
+    const reason = trip.reason ? el("span", { className: "reason", text: trip.reason }) : null;
+    return el("tr", { className: trip.trip_id === selectedTrip ? "selected" : "" }, [
+      el("td", {}, [open]),
+      el("td", {}, [status, reason]),
+      el("td", { className: "num", text: age(trip.age_s) }),
+      el("td", { text: trip.user_id }),
+    ]);
+  }));
+  const { counts } = page;
+  $("trip-counts").textContent = `${counts.PENDING} booking, ${counts.BOOKED} booked,`
+    + ` ${counts.ROLLED_BACK} rolled back`;
+  $("trips-empty").hidden = page.trips.length > 0;
+}
+
 // --- stuck sagas: parked compensations and the watchdog ----------------------------------
 
 function renderDeadLetters(letters) {
   $("dead-letters").replaceChildren(...letters.map((letter) => {
-    const open = el("button", {
-      className: "link", text: `Order #${letter.order_id}`, attrs: { type: "button" },
-    });
-    open.addEventListener("click", () => select(letter.order_id));
+    const owner = letter.trip_id !== null && letter.trip_id !== undefined
+      ? `Trip #${letter.trip_id}` : `Order #${letter.order_id}`;
+    const open = el("button", { className: "link", text: owner, attrs: { type: "button" } });
+    open.addEventListener("click", () => (letter.trip_id ? selectTrip(letter.trip_id) : select(letter.order_id)));
     const retry = el("button", {
       text: "Retry",
       attrs: {
         type: "button",
-        "aria-label": `Retry ${letter.compensation} of order #${letter.order_id}`,
+        "aria-label": `Retry ${letter.compensation} of ${owner.toLowerCase()}`,
         disabled: letter.status !== "parked",
       },
     });
@@ -170,9 +199,8 @@ async function retryDeadLetter(letter, button) {
   const ok = await guarded(() => opsFetch(`/ops/dead-letters/${letter.dead_letter_id}/retry`, {
     method: "POST",
   }));
-  $("watchdog-message").textContent = ok
-    ? `Retrying ${letter.compensation} of order #${letter.order_id}.`
-    : "";
+  const owner = letter.trip_id ? `trip #${letter.trip_id}` : `order #${letter.order_id}`;
+  $("watchdog-message").textContent = ok ? `Retrying ${letter.compensation} of ${owner}.` : "";
   await guarded(loadLists);
 }
 
@@ -201,12 +229,14 @@ function renderWorkflow(t) {
   const wf = t.workflow;
   const runs = wf && wf.recovery_attempts;
   const recovered = runs > 1 ? `${runs} (recovered after a crash)` : "1";
-  const order = `${t.order_status} · ${STAGES[t.stage] || t.stage}` +
-    (t.cancel_reason ? ` (${t.cancel_reason})` : "");
+  const subject = t.trip_id !== undefined
+    ? ["Trip", `${TRIP_STATUSES[t.trip_status] || t.trip_status}` + (t.reason ? ` (${t.reason})` : "")]
+    : ["Order", `${t.order_status} · ${STAGES[t.stage] || t.stage}`
+      + (t.cancel_reason ? ` (${t.cancel_reason})` : "")];
   const facts = [
     ["Workflow ID", t.workflow_id],
     ["Workflow status", wf ? wf.status + (wf.error ? `: ${wf.error}` : "") : "not found in DBOS"],
-    ["Order", order],
+    subject,
     ["Started", t.started_at ? clockTime(t.started_at) : "–"],
     ["Duration", seconds(t.duration_ms)],
     ["Compensations", String(t.compensations)],
@@ -269,9 +299,12 @@ function renderSteps(t) {
 }
 
 async function loadTimeline() {
-  if (selected === null) return;
-  const t = await opsFetch(`/ops/orders/${selected}/timeline`);
-  $("timeline-title").textContent = `Saga timeline: order #${t.order_id}`;
+  if (selected === null && selectedTrip === null) return;
+  const t = selectedTrip !== null
+    ? await opsFetch(`/ops/trips/${selectedTrip}/timeline`)
+    : await opsFetch(`/ops/orders/${selected}/timeline`);
+  $("timeline-title").textContent = t.trip_id !== undefined
+    ? `Saga timeline: trip #${t.trip_id}` : `Saga timeline: order #${t.order_id}`;
   $("timeline-hint").hidden = true;
   $("timeline-body").hidden = false;
   renderWorkflow(t);
@@ -279,12 +312,26 @@ async function loadTimeline() {
   timelineActive = Boolean(t.workflow && ACTIVE.has(t.workflow.status));
 }
 
+function markSelected(label) {
+  for (const row of [...$("orders").children, ...$("trips").children]) {
+    row.classList.toggle("selected", row.querySelector("button").textContent === label);
+  }
+}
+
 async function select(orderId) {
   selected = orderId;
+  selectedTrip = null;
   history.replaceState(null, "", `#order-${orderId}`);
-  for (const row of $("orders").children) {
-    row.classList.toggle("selected", row.querySelector("button").textContent === `Order #${orderId}`);
-  }
+  markSelected(`Order #${orderId}`);
+  await guarded(loadTimeline);
+  $("timeline").focus();
+}
+
+async function selectTrip(tripId) {
+  selectedTrip = tripId;
+  selected = null;
+  history.replaceState(null, "", `#trip-${tripId}`);
+  markSelected(`Trip #${tripId}`);
   await guarded(loadTimeline);
   $("timeline").focus();
 }
@@ -295,13 +342,15 @@ async function loadLists() {
   const stage = $("stage").value;
   const query = new URLSearchParams({ limit: String(Math.min(200, PAGE_SIZE * pages)) });
   if (stage) query.set("stage", stage);
-  const [summary, page, letters] = await Promise.all([
+  const [summary, page, letters, trips] = await Promise.all([
     opsFetch("/ops/summary"),
     opsFetch(`/ops/orders?${query}`),
     opsFetch("/ops/dead-letters"),
+    opsFetch(`/ops/trips?limit=${PAGE_SIZE}`),
   ]);
   renderAggregates(summary);
   renderOrders(page);
+  renderTrips(trips);
   renderDeadLetters(letters);
 }
 
@@ -325,7 +374,7 @@ async function refresh() {
   const ok = await guarded(loadLists);
   if (ok) {
     $("ops-content").hidden = false;
-    if (selected !== null) await guarded(loadTimeline);
+    if (selected !== null || selectedTrip !== null) await guarded(loadTimeline);
   }
   return ok;
 }
@@ -348,6 +397,8 @@ $("restock-form").addEventListener("submit", async (event) => {
 async function main() {
   const hash = /^#order-(\d+)$/.exec(window.location.hash);
   if (hash) selected = Number(hash[1]);
+  const tripHash = /^#trip-(\d+)$/.exec(window.location.hash);
+  if (tripHash) selectedTrip = Number(tripHash[1]);
   const settings = await config;
   if (settings.admin_token_required && !sessionStorage.getItem(TOKEN_KEY)) {
     askForToken();
@@ -357,7 +408,7 @@ async function main() {
   for (;;) {
     await sleep(REFRESH_MS);
     if (document.hidden || !$("sign-in").hidden) continue;
-    if (await guarded(loadLists) && selected !== null && timelineActive) {
+    if (await guarded(loadLists) && (selected !== null || selectedTrip !== null) && timelineActive) {
       await guarded(loadTimeline);
     }
   }

@@ -64,3 +64,35 @@ def test_the_ops_view_filters_by_stage_and_shows_a_compensated_saga_step_by_step
     timeline = page.get_by_role("region", name=f"Saga timeline: order #{waiting}")
     expect(timeline).to_contain_text("PENDING")
     expect(timeline.get_by_role("row").last).to_contain_text("Waiting for the shopper's payment")
+
+
+def test_the_ops_view_lists_trips_beside_orders_with_the_same_timeline(
+    page: Page, shop: ServerProcess
+) -> None:
+    body = {
+        "user_id": "traveller-9",
+        "car_id": "compact-car",
+        "hotel_id": "harbour-hotel",
+        "flight_id": "invalid-flight",
+        "attempts": 3,
+    }
+    trip = shop.http.post(f"/trips/{new_key()}", json=body).json()
+    assert trip["status"] == "ROLLED_BACK"
+    page.goto(shop.base_url + "/ops")
+
+    trips = page.get_by_role("table", name="Recent trips")
+    expect(trips).to_contain_text("traveller-9")
+    trips.get_by_role("button", name=f"Trip #{trip['trip_id']}", exact=True).click()
+
+    timeline = page.get_by_role("region", name=f"Saga timeline: trip #{trip['trip_id']}")
+    expect(timeline).to_contain_text("SUCCESS")
+    steps = timeline.get_by_role("table")
+    hotel = steps.get_by_role("row").filter(has_text="Book the hotel")
+    expect(hotel).to_contain_text("BookHotel_ok")
+    expect(hotel.locator("td.retried")).to_have_text("2")  # down on the first try
+    expect(steps.get_by_role("row").filter(has_text="Book the flight")).to_contain_text(
+        "BookFlight_failed"
+    )
+    undo = steps.get_by_role("row").filter(has_text="Cancel the car, end the trip")
+    expect(undo).to_contain_text("compensation")
+    expect(undo).to_contain_text("trip_rolled_back")

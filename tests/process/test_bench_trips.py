@@ -50,3 +50,38 @@ def test_the_smoke_run_measures_temporal_end_to_end(tmp_path: Path) -> None:
     assert temporal["counts"]["duplicates"] == 0
     assert temporal["counts"]["disagreeing_trips"] == 0
     assert "duplicate side effects" in result.stdout
+
+
+def test_the_smoke_run_measures_the_store_side_end_to_end(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "trips",
+            "--smoke",
+            "--only",
+            "store",
+            "--results",
+            str(tmp_path),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    store = json.loads((tmp_path / "trips-smoke.json").read_text())["systems"]["store"]
+    assert store["skipped"] is None and store["checks_failed"] == []
+    assert [level for level in store["turns"]] == ["1", "8", "32"]
+    assert all(
+        turn["trips"] > 0 and turn["errors"] == 0 and turn["unexpected"] == 0
+        for turns in store["turns"].values()
+        for turn in turns
+    )
+    (kill,) = store["kills"]
+    assert kill["in_flight"] > 0 and kill["finished_s"] is not None and kill["errors"] == 0
+    assert store["counts"]["duplicates"] == 0
+    assert store["counts"]["disagreeing_trips"] == 0
+    assert len(store["services_alone_p50_ms"]) == 1

@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from widget_store.api import admin, ops, orders, products, recovery, webhooks
+from widget_store.api import admin, ops, orders, products, recovery, trips, webhooks
 from widget_store.api.models import ErrorOut
 
 
@@ -25,6 +25,6 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def api_router() -> APIRouter:
     router = APIRouter(responses=COMMON_ERRORS)
-    for module in (products, orders, webhooks, admin, recovery, ops):
+    for module in (products, orders, trips, webhooks, admin, recovery, ops):
         router.include_router(module.router)
     return router

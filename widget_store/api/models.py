@@ -13,6 +13,8 @@ from widget_store.domain import (
     MAX_ADDRESS_LENGTH,
     MAX_LINES,
     MAX_QUANTITY,
+    MAX_TRIP_ATTEMPTS,
+    MAX_TRIP_ITEM_LENGTH,
 )
 
 
@@ -146,3 +148,69 @@ class RestockOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str = Field(description="what went wrong, in words")
+
+
+def _printable_item(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    if any(unicodedata.category(ch).startswith("C") for ch in value):
+        raise ValueError("contains control characters")
+    return value
+
+
+TripItem = Annotated[str, Field(min_length=1, max_length=MAX_TRIP_ITEM_LENGTH, strict=True)]
+
+
+class TripIn(Strict):
+    """A trip: who travels, the car, hotel and flight to book, and how often to try each."""
+
+    user_id: TripItem
+    car_id: TripItem
+    hotel_id: TripItem
+    flight_id: TripItem
+    attempts: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=MAX_TRIP_ATTEMPTS,
+            strict=True,
+            description="calls to each service before giving up on a transient failure",
+        ),
+    ]
+
+    @field_validator("user_id", "car_id", "hotel_id", "flight_id")
+    @classmethod
+    def printable(cls, value: str) -> str:
+        return _printable_item(value)
+
+
+class TripStateOut(BaseModel):
+    trip_id: int
+    status: str = Field(description="BOOKED or ROLLED_BACK (PENDING while it runs)")
+    bookings: dict[str, str] = Field(
+        description="car, hotel, flight: what each service confirmed (cancelled since, if "
+        "the trip was rolled back)"
+    )
+    cancelled: list[str] = Field(description="the undos that ran, newest leg first")
+    reason: str | None = Field(description="why the trip was rolled back")
+
+
+class TripOut(TripStateOut):
+    trip_token: str = Field(description="proves you booked the trip: reading it needs it")
+    trip_url: str = Field(description="the trip and its history, with the token")
+
+
+class TripEventOut(BaseModel):
+    type: str
+    at: datetime
+    detail: str
+
+
+class TripDetailsOut(TripStateOut):
+    user_id: str
+    items: dict[str, str] = Field(description="car, hotel, flight: what was asked for")
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    events: list[TripEventOut]

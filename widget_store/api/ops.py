@@ -14,8 +14,9 @@ from pydantic import BaseModel, Field
 from widget_store import queries, timeline
 from widget_store.api.deps import Admin, Reader, SettingsDep
 from widget_store.api.models import ErrorOut
-from widget_store.domain import StageFilter
+from widget_store.domain import StageFilter, TripStatus
 from widget_store.queries import ops as ops_queries
+from widget_store.queries import trips as trip_queries
 from widget_store.queries.health import store_health
 
 router = APIRouter(
@@ -164,3 +165,76 @@ async def saga_timeline(
         raise HTTPException(404, f"unknown order {order_id}")
     await db.close()  # DBOS reads its own tables; don't hold a pooled connection meanwhile
     return await timeline.saga_timeline(order, workflow_id)
+
+
+# --- trips, beside the orders --------------------------------------------------------------
+
+
+class OpsTripOut(BaseModel):
+    trip_id: int
+    status: str = Field(description="PENDING, BOOKED or ROLLED_BACK")
+    user_id: str
+    reason: str | None
+    created_at: datetime
+    age_s: float
+
+
+class OpsTripPageOut(BaseModel):
+    trips: list[OpsTripOut]
+    counts: dict[str, int] = Field(description="trips by status")
+    next_before: int | None = Field(description="pass as ?before= for the next page")
+
+
+class TripTimelineOut(BaseModel):
+    trip_id: int
+    workflow_id: str
+    trip_status: str
+    finished: bool
+    reason: str | None
+    workflow: WorkflowOut | None
+    started_at: datetime | None
+    duration_ms: float | None
+    compensations: int
+    rows: list[TimelineRowOut]
+
+
+@router.get("/trips", response_model=OpsTripPageOut)
+async def recent_trips(
+    db: Reader,
+    status: TripStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+) -> dict[str, Any]:
+    """Recent trips, newest first, optionally in one status; page with `?before=`."""
+    now = datetime.now(UTC)
+    rows = await trip_queries.recent_trips(db, status=status, limit=limit, before=before)
+    trips = [
+        {
+            "trip_id": row.trip_id,
+            "status": row.status,
+            "user_id": row.user_id,
+            "reason": row.reason,
+            "created_at": row.created_at,
+            "age_s": round(max(0.0, (now - row.created_at).total_seconds()), 1),
+        }
+        for row in rows
+    ]
+    next_before = trips[-1]["trip_id"] if len(trips) == limit else None
+    counts = await trip_queries.trip_counts(db)
+    return {"trips": trips, "counts": counts, "next_before": next_before}
+
+
+@router.get(
+    "/trips/{trip_id}/timeline",
+    response_model=TripTimelineOut,
+    responses={404: {"model": ErrorOut}},
+)
+async def trip_timeline(
+    trip_id: Annotated[int, Path(ge=1, le=2**62)], db: Reader
+) -> dict[str, Any]:
+    """The trip's saga, step by step, read from DBOS and joined with its history."""
+    trip = await trip_queries.trip_details(db, trip_id)
+    if trip is None:
+        raise HTTPException(404, f"unknown trip {trip_id}")
+    await db.close()  # DBOS reads its own tables; don't hold a pooled connection meanwhile
+    return await timeline.trip_timeline(trip, trip["trip_key"])

@@ -17,7 +17,8 @@ router = APIRouter(prefix="/ops", tags=["operations"], dependencies=[Admin])
 
 class DeadLetterOut(BaseModel):
     dead_letter_id: int
-    order_id: int
+    order_id: int | None = Field(None, description="the order it belongs to, or None")
+    trip_id: int | None = Field(None, description="the trip it belongs to, or None")
     workflow_id: str
     compensation: str
     last_error: str

@@ -34,15 +34,20 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-TripLeg = Literal["car", "hotel", "flight"]
-# The order a trip books its legs in; compensations run in the reverse order.
-TRIP_LEGS: tuple[TripLeg, ...] = ("car", "hotel", "flight")
+# The port's names, re-exported: the benchmark's Temporal side imports them from here.
+from widget_store.travel import (
+    TRIP_LEGS,
+    TravelBookingRejected,
+    TravelService,  # noqa: F401 (re-exported)
+    TravelServiceUnavailable,
+    TripLeg,
+)
 
 travel_metadata = sa.MetaData()
 
@@ -67,31 +72,6 @@ travel_bookings = sa.Table(
 )
 
 _PREFIXES: Mapping[TripLeg, str] = {"car": "CAR", "hotel": "HTL", "flight": "FLT"}
-
-
-class TravelServiceUnavailable(Exception):
-    """A transient failure: the service is down now and worth retrying with backoff."""
-
-
-class TravelBookingRejected(Exception):
-    """A business error (an invalid item): the service refuses for good, so do not retry."""
-
-
-class TravelService(Protocol):
-    """One travel service as a saga step sees it."""
-
-    @property
-    def kind(self) -> TripLeg:
-        """Which leg of a trip this service books."""
-        ...
-
-    async def book(self, booking_key: str, item_id: str, trip_id: str) -> str:
-        """Book `item_id` for `trip_id` and return the confirmation. Idempotent by key."""
-        ...
-
-    async def cancel(self, booking_key: str) -> bool:
-        """Cancel the booking made under `booking_key`; True if this call cancelled it."""
-        ...
 
 
 def _insert(engine: AsyncEngine) -> Any:

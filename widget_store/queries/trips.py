@@ -1,0 +1,206 @@
+"""The trip saga's writes and reads: the trip row, its history, its parked compensations.
+
+Like the order's, every write is an insert keyed by something unique or a conditional
+UPDATE on a state column, so a step that committed and crashed before its checkpoint
+runs again and changes nothing; the WHERE clause of each says how.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from widget_store.domain import TripEvent, TripRequest, TripStatus
+from widget_store.events import Aggregate
+from widget_store.queries._base import Db, changed_one_row, utcnow
+from widget_store.queries.orders import _insert_ignoring_duplicates
+from widget_store.queries.outbox import add_aggregate_events
+from widget_store.schema import dead_letters, trip_events, trips
+
+# Log entries that may legitimately repeat in one trip's history.
+REPEATABLE_TRIP_EVENTS = frozenset({TripEvent.COMPENSATION_PARKED, TripEvent.COMPENSATION_RETRIED})
+CONFIRMATION_COLUMNS = {
+    "car": trips.c.car_confirmation,
+    "hotel": trips.c.hotel_confirmation,
+    "flight": trips.c.flight_confirmation,
+}
+
+
+async def insert_trip(
+    db: Db, *, trip_key: str, request: TripRequest, access_token: str
+) -> tuple[Any, bool]:
+    """A PENDING trip, once per key (a unique column); returns its row and whether this
+    call created it. A second run finds the first run's trip, token and all."""
+    now = utcnow()
+    result = await db.execute(
+        _insert_ignoring_duplicates(db, trips)
+        .values(
+            trip_key=trip_key,
+            fingerprint=request.fingerprint(),
+            user_id=request.user_id,
+            car_id=request.car_id,
+            hotel_id=request.hotel_id,
+            flight_id=request.flight_id,
+            attempts=request.attempts,
+            status=TripStatus.PENDING.value,
+            access_token=access_token,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(*trips.c)
+    )
+    created = result.first()
+    if created is not None:
+        return created, True
+    return await trip_by_key(db, trip_key), False
+
+
+async def trip_by_key(db: Db, trip_key: str) -> Any:
+    result = await db.execute(sa.select(trips).where(trips.c.trip_key == trip_key))
+    return result.first()
+
+
+async def trip_by_id(db: Db, trip_id: int) -> Any:
+    result = await db.execute(sa.select(trips).where(trips.c.trip_id == trip_id))
+    return result.first()
+
+
+async def record_confirmation(db: Db, trip_id: int, leg: str, confirmation: str) -> bool:
+    """The service's confirmation for one leg; once (only while none is recorded)."""
+    column = CONFIRMATION_COLUMNS[leg]
+    return await changed_one_row(
+        db,
+        sa.update(trips)
+        .where(trips.c.trip_id == trip_id, column.is_(None))
+        .values({column: confirmation, trips.c.updated_at: utcnow()}),
+    )
+
+
+async def end_trip(db: Db, trip_id: int, status: TripStatus, reason: str | None = None) -> bool:
+    """PENDING -> BOOKED or ROLLED_BACK; once (only a trip still PENDING matches)."""
+    return await changed_one_row(
+        db,
+        sa.update(trips)
+        .where(trips.c.trip_id == trip_id, trips.c.status == TripStatus.PENDING.value)
+        .values(status=status.value, reason=reason, updated_at=utcnow()),
+    )
+
+
+async def append_trip_event(db: Db, trip_id: int, event: TripEvent, detail: str = "") -> bool:
+    """Log a change to the trip in the transaction that makes it; once per trip, and to the
+    outbox beside it (as `widget_store.trips.<type>`). True if the entry was added."""
+    return bool(await append_trip_events(db, trip_id, [(event, detail)]))
+
+
+async def append_trip_events(
+    db: Db, trip_id: int, entries: Sequence[tuple[TripEvent, str]]
+) -> list[str]:
+    """Log several changes made by one transaction, in order, each once per trip (as
+    `append_trip_event`), in three statements however many; returns the types added."""
+    now = utcnow()
+    rows = [
+        {
+            "trip_id": trip_id,
+            "type": event.value,
+            "detail": detail,
+            "at": now,
+            "once_key": None if event in REPEATABLE_TRIP_EVENTS else event.value,
+        }
+        for event, detail in entries
+    ]
+    result = await db.execute(
+        _insert_ignoring_duplicates(db, trip_events)
+        .values(rows)
+        .returning(trip_events.c.event_id, trip_events.c.type)
+    )
+    # RETURNING's order is not promised for a multi-row insert: the IDs give it back.
+    added = [row.type for row in sorted(result, key=lambda row: row.event_id)]
+    await add_aggregate_events(
+        db, aggregate=Aggregate.TRIP, aggregate_id=trip_id, types=added, payload={}, at=now
+    )
+    return added
+
+
+async def trip_history(db: Db, trip_id: int) -> list[dict[str, Any]]:
+    """The trip's log, oldest first."""
+    rows = await db.execute(
+        sa.select(trip_events.c.type, trip_events.c.detail, trip_events.c.at)
+        .where(trip_events.c.trip_id == trip_id)
+        .order_by(trip_events.c.event_id)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+async def trip_details(db: Db, trip_id: int) -> dict[str, Any] | None:
+    """The trip row and its history (the history read first, so the row is never older)."""
+    events = await trip_history(db, trip_id)
+    row = await trip_by_id(db, trip_id)
+    if row is None:
+        return None
+    return {**dict(row._mapping), "events": events}
+
+
+async def recent_trips(
+    db: Db, *, status: TripStatus | None, limit: int, before: int | None
+) -> list[Any]:
+    """Recent trips, newest first, optionally in one status; keyset-paged on the trip ID."""
+    query = sa.select(trips).order_by(trips.c.trip_id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(trips.c.status == status.value)
+    if before is not None:
+        query = query.where(trips.c.trip_id < before)
+    return list(await db.execute(query))
+
+
+async def trip_counts(db: Db) -> dict[str, int]:
+    """Trips by status."""
+    rows = await db.execute(sa.select(trips.c.status, sa.func.count()).group_by(trips.c.status))
+    counts = {status.value: 0 for status in TripStatus}
+    counts.update({row[0]: row[1] for row in rows})
+    return counts
+
+
+# --- a trip's parked compensations -------------------------------------------------------
+
+
+async def park_trip_dead_letter(
+    db: Db, *, trip_id: int, workflow_id: str, compensation: str, error: str, attempts: int
+) -> None:
+    """Record (or re-record) a trip's compensation that keeps failing as parked."""
+    now = utcnow()
+    values = {
+        "last_error": error[:2000],
+        "attempts": attempts,
+        "status": "parked",
+        "updated_at": now,
+    }
+    updated = await changed_one_row(
+        db,
+        sa.update(dead_letters)
+        .where(dead_letters.c.trip_id == trip_id, dead_letters.c.compensation == compensation)
+        .values(**values),
+    )
+    if not updated:
+        await db.execute(
+            sa.insert(dead_letters).values(
+                trip_id=trip_id,
+                workflow_id=workflow_id,
+                compensation=compensation,
+                parked_at=now,
+                **values,
+            )
+        )
+
+
+async def set_trip_dead_letter_status(
+    db: Db, trip_id: int, compensation: str, status: str, at: datetime | None = None
+) -> bool:
+    return await changed_one_row(
+        db,
+        sa.update(dead_letters)
+        .where(dead_letters.c.trip_id == trip_id, dead_letters.c.compensation == compensation)
+        .values(status=status, updated_at=at or utcnow()),
+    )
