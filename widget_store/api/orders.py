@@ -136,6 +136,12 @@ def _for_reader(order: dict[str, Any], owner: bool) -> dict[str, Any]:
 
 async def _read_order(engine: AsyncEngine, order_id: int) -> dict[str, Any]:
     async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # One snapshot for the log and the row: under READ COMMITTED the row could be
+            # newer than the log read just before it (CANCELLED, without the entries that
+            # say so; a test saw it). On SQLite reading the log first still keeps the row
+            # never older than the log, which is what the order page's long poll needs.
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         order = await queries.order_details(conn, order_id)
     if order is None:
         raise HTTPException(404, f"unknown order {order_id}")
