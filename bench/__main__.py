@@ -5,6 +5,8 @@ python -m bench throughput --embedded # the same on the embedded SQLite default
 python -m bench recovery              # kill -9 with checkouts in flight
 python -m bench waiting               # 10,000 checkouts waiting for payment
 python -m bench observability         # purchases with metrics and JSON logs off and on, in turns
+python -m bench versus                # this store against 67e32ed, in turns, with the targets
+python -m bench versus --smoke        # seconds of it
 python -m bench smoke                 # seconds; what CI runs so the benchmark never rots
 python -m bench trips                 # the trip saga on the store and on Temporal, side by side
 python -m bench trips --smoke         # seconds of it
@@ -18,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from bench import scenarios
+from bench.report import RESULTS
 
 
 def main() -> None:
@@ -39,7 +42,17 @@ def main() -> None:
     waiting = commands.add_parser("waiting", help="many checkouts waiting for payment")
     waiting.add_argument("--waiting", type=int, default=10_000)
     waiting.add_argument("--seconds", type=float, default=20.0)
-    commands.add_parser("floor", help="DBOS's own CPU and commits per durable step")
+    floor = commands.add_parser("floor", help="DBOS's own CPU and commits per durable step")
+    floor.add_argument("--workflows", type=int, default=30, help="of ten steps each")
+    floor.add_argument("--no-commits", action="store_true", help="CPU and wall time only")
+    floor.add_argument("--results", type=Path, help="where the JSON goes (default bench/results)")
+    versus = commands.add_parser("versus", help="this store against an earlier commit, in turns")
+    versus.add_argument("--commit", default="67e32ed", help="the earlier commit")
+    versus.add_argument("--rounds", type=int, help="rounds of turns (medians; default 3)")
+    versus.add_argument("--seconds", type=float, help="each turn (default 15)")
+    versus.add_argument("--smoke", action="store_true", help="seconds of it (CI)")
+    versus.add_argument("--results", type=Path, help="where the JSON goes (default bench/results)")
+    versus.add_argument("--name", help="the results' file name (default versus)")
     cost = commands.add_parser("observability", help="throughput with metrics and JSON logs on/off")
     cost.add_argument("--levels", default="1,8,32")
     cost.add_argument("--seconds", type=float, default=20.0)
@@ -90,7 +103,9 @@ def main() -> None:
     elif args.command == "trips":
         sys.exit(scenarios.trips(args))
     elif args.command == "floor":
-        scenarios.floor()
+        scenarios.floor(args.results or RESULTS, args.workflows, count_commits=not args.no_commits)
+    elif args.command == "versus":
+        scenarios.versus(args)
     elif args.command == "observability":
         levels = [int(level) for level in args.levels.split(",")]
         name = args.name or ("observability-control" if args.control else "observability")

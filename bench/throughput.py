@@ -31,6 +31,8 @@ class Level:
     cpu_ms_per_purchase: float | None
     commits_per_purchase: float | None
     statements_per_purchase: float | None
+    # A whole purchase: checkout, webhook, and the order seen paid.
+    purchase_ms: tuple[float | None, float | None, float | None] = (None, None, None)
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -83,6 +85,8 @@ def run_level(
             seconds=seconds,
             secret=store.secret,
             price_cents=price,
+            poll_s=poll_s,
+            webhook_names_payment=store.webhook_names_payment,
         )
     )
     store.settle()
@@ -110,4 +114,5 @@ def run_level(
         cpu_ms_per_purchase=cpu_used * 1000 / result.purchases if result.purchases else None,
         commits_per_purchase=commits,
         statements_per_purchase=statements,
+        purchase_ms=_p(result.purchase_ms),
     )
