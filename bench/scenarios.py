@@ -196,6 +196,12 @@ def versus(args: argparse.Namespace) -> None:
         plan = dataclasses.replace(plan, rounds=args.rounds)
     if args.seconds:
         plan = dataclasses.replace(plan, seconds=args.seconds)
+    plan = dataclasses.replace(
+        plan,
+        only_workers=args.only_workers,
+        old_env=tuple(tuple(item.split("=", 1)) for item in args.old_env),
+        new_env=tuple(tuple(item.split("=", 1)) for item in args.new_env),
+    )
     if args.smoke:
         results = args.results or Path(tempfile.gettempdir()) / "bench-smoke"
     else:

@@ -88,6 +88,13 @@ class BenchStore:
         held only the event and the amount)."""
         return self.options.build is None or self.options.build.webhook_names_payment
 
+    def database_pids(self) -> list[int]:
+        """The private PostgreSQL server's processes (none for SQLite)."""
+        if self.cluster is None:
+            return []
+        pid_file = self.cluster.data / "postmaster.pid"
+        return process_tree(int(pid_file.read_text().split()[0])) if pid_file.exists() else []
+
     def pids(self) -> list[int]:
         assert self.server.pid is not None
         return process_tree(self.server.pid)

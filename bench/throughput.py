@@ -33,6 +33,8 @@ class Level:
     statements_per_purchase: float | None
     # A whole purchase: checkout, webhook, and the order seen paid.
     purchase_ms: tuple[float | None, float | None, float | None] = (None, None, None)
+    # The private PostgreSQL server's CPU (its backends come and go: those alive at the end).
+    database_cpu_ms_per_purchase: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -77,6 +79,7 @@ def run_level(
     counters = store.counters if count_commits else None
     counters_before = counters.read() if counters else None
     cpu_before = cpu_seconds(store.pids())
+    database_before = cpu_seconds(store.database_pids())
     started = time.monotonic()
     result = asyncio.run(
         shop(
@@ -91,6 +94,7 @@ def run_level(
     )
     store.settle()
     cpu_used = cpu_seconds(store.pids()) - cpu_before
+    database_used = cpu_seconds(store.database_pids()) - database_before
     commits = statements = None
     if counters and counters_before:
         time.sleep(STATS_SETTLE_S)
@@ -115,4 +119,7 @@ def run_level(
         commits_per_purchase=commits,
         statements_per_purchase=statements,
         purchase_ms=_p(result.purchase_ms),
+        database_cpu_ms_per_purchase=(
+            database_used * 1000 / result.purchases if result.purchases and store.cluster else None
+        ),
     )

@@ -46,6 +46,9 @@ class Plan:
     busy_workers: int = 2
     busy_shoppers: int = 32
     floor_workflows: int = 30  # of ten empty steps each
+    only_workers: int | None = None  # one phase only (quick A/B runs of one change)
+    old_env: tuple[tuple[str, str], ...] = ()  # settings over each store's defaults
+    new_env: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def smoke(cls) -> Plan:
@@ -61,10 +64,11 @@ class Plan:
 
     def phases(self) -> list[tuple[int, tuple[int, ...]]]:
         """(app processes, shopper levels) per pair of stores."""
-        return [
+        every = [
             (1, (self.sequential, self.cpu_shoppers)),
             (self.busy_workers, (self.busy_shoppers,)),
         ]
+        return [phase for phase in every if self.only_workers in (None, phase[0])]
 
 
 @dataclass
@@ -220,6 +224,11 @@ def figures(plan: Plan, runs: Runs) -> list[Row]:
             "ms",
         ),
         Row(
+            f"PostgreSQL CPU per purchase, 1 worker, {cpu} shoppers",
+            *both(one, cpu, lambda level: level.database_cpu_ms_per_purchase),
+            "ms",
+        ),
+        Row(
             f"checkout call p50, {crowd} shoppers, {busy} workers",
             *both(busy, crowd, lambda level: level.checkout_ms[0]),
             "ms",
@@ -297,8 +306,8 @@ def measure(plan: Plan, baseline: Build) -> tuple[Runs, dict[str, float]]:
     floor: dict[str, float] = {}
     for workers, levels in plan.phases():
         options = {
-            OLD: StoreOptions(workers=workers, build=baseline),
-            NEW: StoreOptions(workers=workers),
+            OLD: StoreOptions(workers=workers, build=baseline, env=dict(plan.old_env)),
+            NEW: StoreOptions(workers=workers, env=dict(plan.new_env)),
         }
         with BenchStore(options[OLD]) as old, BenchStore(options[NEW]) as new:
             stores = {OLD: old, NEW: new}
