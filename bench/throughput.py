@@ -74,9 +74,10 @@ def run_level(
     count_commits: bool = True,
 ) -> Level:
     """One level of load. Counting commits waits for PostgreSQL's statistics to settle
-    (11 s); comparisons that need only throughput and CPU skip it."""
+    (11 s); comparisons that need only throughput and CPU skip it. Statements need no
+    wait (pg_stat_statements counts each as it ends), so they are always counted."""
     price = store.price_cents()
-    counters = store.counters if count_commits else None
+    counters = store.counters
     counters_before = counters.read() if counters else None
     cpu_before = cpu_seconds(store.pids())
     database_before = cpu_seconds(store.database_pids())
@@ -97,14 +98,15 @@ def run_level(
     database_used = cpu_seconds(store.database_pids()) - database_before
     commits = statements = None
     if counters and counters_before:
-        time.sleep(STATS_SETTLE_S)
+        if count_commits:
+            time.sleep(STATS_SETTLE_S)
         counters_after = counters.read()
         elapsed = time.monotonic() - started
         idle_commits = idle.commits_per_s * elapsed if idle else 0.0
         idle_statements = idle.statements_per_s * elapsed if idle else 0.0
         if result.purchases:
             made = counters_after.commits - counters_before.commits - idle_commits
-            commits = made / result.purchases
+            commits = made / result.purchases if count_commits else None
             if counters_after.statements is not None and counters_before.statements is not None:
                 ran = counters_after.statements - counters_before.statements - idle_statements
                 statements = ran / result.purchases

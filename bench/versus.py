@@ -224,6 +224,11 @@ def figures(plan: Plan, runs: Runs) -> list[Row]:
             "ms",
         ),
         Row(
+            f"SQL statements per purchase, 1 worker, {cpu} shoppers",
+            *both(one, cpu, lambda level: level.statements_per_purchase),
+            "",
+        ),
+        Row(
             f"PostgreSQL CPU per purchase, 1 worker, {cpu} shoppers",
             *both(one, cpu, lambda level: level.database_cpu_ms_per_purchase),
             "ms",
