@@ -30,7 +30,7 @@ from widget_store.domain import (
     shortages,
 )
 from widget_store.queries._base import TERMINAL, Db, changed_one_row, utcnow
-from widget_store.queries.outbox import add_event
+from widget_store.queries.outbox import add_event, is_postgres, log_and_publish
 from widget_store.schema import order_events, order_items, orders, products, webhook_events
 
 # Log entries that may legitimately repeat in one order's history.
@@ -55,6 +55,10 @@ async def append_event(db: Db, order_id: int, event: OrderEvent, detail: str = "
     """
     once_key = None if event in REPEATABLE_EVENTS else event.value
     now = utcnow()
+    if is_postgres(db):  # the same three writes, as one statement
+        return await log_and_publish(
+            db, order_id=order_id, type=event.value, detail=detail, at=now, once_key=once_key
+        )
     # RETURNING says whether a row went in: after ON CONFLICT DO NOTHING, psycopg's
     # rowcount is -1 either way.
     result = await db.execute(
