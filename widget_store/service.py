@@ -171,16 +171,23 @@ async def _accept_payment_verdict(
     now = datetime.now(UTC)
     repeated = False
     async with services().writer.begin() as conn:
-        order = await queries.order_by_payment(conn, payment_id)
+        # The usual delivery (new, in time, the right amount) in two statements; anything
+        # else is worked out below, in the same transaction.
+        order = await queries.claim_first_verdict(
+            conn, payment_id, verdict, event_id, amount_cents, now
+        )
+        claimed = order is not None
         if order is None:
-            raise PaymentNotFound(f"unknown payment {payment_id}")
-        if await queries.remember_webhook_event(conn, event_id, payment_id, now) != payment_id:
-            raise WebhookMismatch("this event ID was already used for another payment")
-        if amount_cents != order.total_cents:
-            raise PaymentAmountMismatch(
-                f"amount {amount_cents} does not match the order total {order.total_cents}"
-            )
-        claimed = await queries.claim_verdict(conn, payment_id, verdict, event_id, now)
+            order = await queries.order_by_payment(conn, payment_id)
+            if order is None:
+                raise PaymentNotFound(f"unknown payment {payment_id}")
+            if await queries.remember_webhook_event(conn, event_id, payment_id, now) != payment_id:
+                raise WebhookMismatch("this event ID was already used for another payment")
+            if amount_cents != order.total_cents:
+                raise PaymentAmountMismatch(
+                    f"amount {amount_cents} does not match the order total {order.total_cents}"
+                )
+            claimed = await queries.claim_verdict(conn, payment_id, verdict, event_id, now)
         if claimed:
             event = (
                 OrderEvent.CHARGED if verdict is PaymentVerdict.PAID else OrderEvent.CHARGE_FAILED

@@ -25,6 +25,7 @@ from widget_store.queries.dead_letters import (
 from widget_store.queries.orders import (
     append_event,
     cancel_order,
+    claim_first_verdict,
     claim_verdict,
     close_verdict,
     insert_order,
@@ -65,6 +66,7 @@ __all__ = [
     "add_event",
     "append_event",
     "cancel_order",
+    "claim_first_verdict",
     "claim_verdict",
     "close_verdict",
     "dead_letter",
