@@ -96,10 +96,14 @@ async def _start_checkout(checkout_key: str, request: CheckoutRequest) -> Checko
             # shopper gets an answer in time anyway, and the start (shielded, so never
             # half done) carries on, for the retry under the same key to find.
             starting = asyncio.ensure_future(DBOS.start_workflow_async(checkout_workflow, request))
+        # A workflow this call just started has placed nothing yet: wait for its news
+        # before reading (the subscription above catches news however early it comes).
+        news_first = False
         try:
             handle = await asyncio.wait_for(asyncio.shield(starting), CHECKOUT_REPLY_TIMEOUT_S)
             if started_here(handle):  # a retry of the key finds it: counted once
                 metrics.checkout_started()
+                news_first = True
         except error.DBOSConflictingWorkflowError:
             pass  # an earlier version's checkout under this key: its order answers
         except TimeoutError:
@@ -107,6 +111,9 @@ async def _start_checkout(checkout_key: str, request: CheckoutRequest) -> Checko
                 "the checkout is still starting; retry with the same idempotency key"
             ) from None
         while True:
+            if news_first:
+                news_first = False
+                await news.next(max(0.0, min(deadline - time.monotonic(), CHECKOUT_RECHECK_S)))
             async with engine.connect() as conn:
                 order = await queries.order_by_key(conn, checkout_key)
             if order is not None and _placed(order):
