@@ -6,6 +6,9 @@ python -m bench recovery              # kill -9 with checkouts in flight
 python -m bench waiting               # 10,000 checkouts waiting for payment
 python -m bench observability         # purchases with metrics and JSON logs off and on, in turns
 python -m bench relay                 # purchases with the outbox relay to NATS off and on
+python -m bench versus                # this store against 67e32ed, in turns, with the targets
+python -m bench versus --smoke        # seconds of it
+python -m bench profile               # py-spy on the app process under load: where the CPU goes
 python -m bench smoke                 # seconds; what CI runs so the benchmark never rots
 python -m bench trips                 # the trip saga on the store and on Temporal, side by side
 python -m bench trips --smoke         # seconds of it
@@ -19,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from bench import scenarios
+from bench.report import RESULTS
 
 
 def main() -> None:
@@ -40,7 +44,25 @@ def main() -> None:
     waiting = commands.add_parser("waiting", help="many checkouts waiting for payment")
     waiting.add_argument("--waiting", type=int, default=10_000)
     waiting.add_argument("--seconds", type=float, default=20.0)
-    commands.add_parser("floor", help="DBOS's own CPU and commits per durable step")
+    floor = commands.add_parser("floor", help="DBOS's own CPU and commits per durable step")
+    floor.add_argument("--workflows", type=int, default=30, help="of ten steps each")
+    floor.add_argument("--no-commits", action="store_true", help="CPU and wall time only")
+    floor.add_argument("--results", type=Path, help="where the JSON goes (default bench/results)")
+    profile = commands.add_parser("profile", help="py-spy on a purchase: where the CPU goes")
+    profile.add_argument("--shoppers", type=int, default=8)
+    profile.add_argument("--seconds", type=float, default=30.0, help="sampled")
+    profile.add_argument("--name", default="profile", help="bench/results/<name>.txt")
+    profile.add_argument("--env", action="append", default=[], help="NAME=value for the store")
+    versus = commands.add_parser("versus", help="this store against an earlier commit, in turns")
+    versus.add_argument("--commit", default="67e32ed", help="the earlier commit")
+    versus.add_argument("--rounds", type=int, help="rounds of turns (medians; default 3)")
+    versus.add_argument("--seconds", type=float, help="each turn (default 15)")
+    versus.add_argument("--smoke", action="store_true", help="seconds of it (CI)")
+    versus.add_argument("--results", type=Path, help="where the JSON goes (default bench/results)")
+    versus.add_argument("--name", help="the results' file name (default versus)")
+    versus.add_argument("--only-workers", type=int, help="run only the phase with this many")
+    versus.add_argument("--old-env", action="append", default=[], help="NAME=value, old store")
+    versus.add_argument("--new-env", action="append", default=[], help="NAME=value, this store")
     cost = commands.add_parser("observability", help="throughput with metrics and JSON logs on/off")
     cost.add_argument("--levels", default="1,8,32")
     cost.add_argument("--seconds", type=float, default=20.0)
@@ -100,7 +122,14 @@ def main() -> None:
     elif args.command == "trips":
         sys.exit(scenarios.trips(args))
     elif args.command == "floor":
-        scenarios.floor()
+        scenarios.floor(args.results or RESULTS, args.workflows, count_commits=not args.no_commits)
+    elif args.command == "profile":
+        from bench import profile as profile_bench
+
+        env = dict(item.split("=", 1) for item in args.env)
+        profile_bench.run(args.shoppers, args.seconds, args.name, env)
+    elif args.command == "versus":
+        scenarios.versus(args)
     elif args.command == "observability":
         levels = [int(level) for level in args.levels.split(",")]
         name = args.name or ("observability-control" if args.control else "observability")

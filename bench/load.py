@@ -8,13 +8,14 @@ brings news rather than another "not yet").
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
 
 import httpx
 
-from widget_store.payments import signed_webhook
+from widget_store.payments import SIGNATURE_HEADER, sign_webhook, signed_webhook
 
 BODY = {"items": [{"product_id": 1, "quantity": 1}], "shipping_address": "1 Bench Street"}
 PAID = ("PAID", "DISPATCHED")
@@ -42,11 +43,14 @@ class Buyer:
         secret: str,
         price_cents: int,
         poll_s: float | None = None,
+        webhook_names_payment: bool = True,
     ) -> None:
         self.client = client
         self.secret = secret
         self.price_cents = price_cents
         self.poll_s = poll_s  # None: long-poll; else poll the order this often
+        # False for version 0.1, whose signed body held only the event and the amount.
+        self.webhook_names_payment = webhook_names_payment
 
     async def open_checkout(self, result: LoadResult) -> dict[str, str] | None:
         key = f"bench-{uuid.uuid4().hex}"
@@ -59,12 +63,24 @@ class Buyer:
         reply: dict[str, str] = response.json()
         return reply
 
+    def webhook(self, payment_id: str) -> tuple[str, bytes, dict[str, str]]:
+        """The provider's signed "paid" webhook: its path, body and headers."""
+        if self.webhook_names_payment:
+            signed = signed_webhook(self.secret, payment_id, "paid", self.price_cents)
+            return signed.path, signed.body, signed.headers
+        body = json.dumps(
+            {"event_id": f"evt_{uuid.uuid4().hex}", "amount_cents": self.price_cents}
+        ).encode()
+        headers = {
+            SIGNATURE_HEADER: sign_webhook(self.secret, int(time.time()), body),
+            "Content-Type": "application/json",
+        }
+        return f"/payment_webhook/{payment_id}/paid", body, headers
+
     async def pay(self, placed: dict[str, str], result: LoadResult) -> bool:
-        webhook = signed_webhook(self.secret, placed["payment_id"], "paid", self.price_cents)
+        path, body, headers = self.webhook(placed["payment_id"])
         started = time.perf_counter()
-        response = await self.client.post(
-            webhook.path, content=webhook.body, headers=webhook.headers
-        )
+        response = await self.client.post(path, content=body, headers=headers)
         result.webhook_ms.append((time.perf_counter() - started) * 1000)
         if response.status_code != 200:
             result.errors += 1
@@ -115,12 +131,13 @@ async def shop(
     secret: str,
     price_cents: int,
     poll_s: float | None = None,
+    webhook_names_payment: bool = True,
 ) -> LoadResult:
     """`shoppers` concurrent buyers, each purchasing in a loop for `seconds`."""
     result = LoadResult()
     limits = httpx.Limits(max_connections=shoppers + 8, max_keepalive_connections=shoppers + 8)
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
-        buyer = Buyer(client, secret, price_cents, poll_s)
+        buyer = Buyer(client, secret, price_cents, poll_s, webhook_names_payment)
         stop_at = time.monotonic() + seconds
         started = time.monotonic()
 

@@ -206,7 +206,7 @@ def waiting(count: int, seconds: float, results: Path = RESULTS) -> None:
     save_json(f"waiting-{count}", measured.__dict__, results)
 
 
-def floor(results: Path = RESULTS) -> None:
+def floor(results: Path = RESULTS, workflows: int = 30, *, count_commits: bool = True) -> None:
     import asyncio
 
     from bench.dbos_floor import measure_floor
@@ -215,7 +215,7 @@ def floor(results: Path = RESULTS) -> None:
     cluster = PrivateCluster(durable=True, statements=True)
     cluster.create()
     try:
-        floors = asyncio.run(measure_floor(cluster.url))
+        floors = asyncio.run(measure_floor(cluster.url, workflows, count_commits=count_commits))
     finally:
         cluster.destroy()
     print("DBOS's own cost per durable step (empty steps, no store around them):")
@@ -226,6 +226,31 @@ def floor(results: Path = RESULTS) -> None:
             f"commits {commits} per step"
         )
     save_json("dbos-floor", {"floors": [f.__dict__ for f in floors]}, results)
+
+
+def versus(args: argparse.Namespace) -> None:
+    """This store against an earlier commit of it, in turns (bench/versus.py)."""
+    import dataclasses
+
+    from bench import versus as versus_bench
+
+    plan = versus_bench.Plan.smoke() if args.smoke else versus_bench.Plan()
+    if args.rounds:
+        plan = dataclasses.replace(plan, rounds=args.rounds)
+    if args.seconds:
+        plan = dataclasses.replace(plan, seconds=args.seconds)
+    plan = dataclasses.replace(
+        plan,
+        only_workers=args.only_workers,
+        old_env=tuple(tuple(item.split("=", 1)) for item in args.old_env),
+        new_env=tuple(tuple(item.split("=", 1)) for item in args.new_env),
+    )
+    if args.smoke:
+        results = args.results or Path(tempfile.gettempdir()) / "bench-smoke"
+    else:
+        results = args.results or RESULTS
+    name = args.name or ("smoke-versus" if args.smoke else "versus")
+    versus_bench.run(plan, commit=args.commit, results=results, name=name)
 
 
 def trips(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from types import TracebackType
 
 import sqlalchemy as sa
 
+from bench.baseline import Build
 from bench.metrics import PostgresCounters, process_tree
 from tests.chaos.cluster import PrivateCluster
 from tests.server import ServerProcess
@@ -23,6 +24,7 @@ class StoreOptions:
     dispatch_s: float = 0.0
     payment_timeout_s: float = 900.0
     env: dict[str, str] = field(default_factory=dict)  # more settings, over the defaults
+    build: Build | None = None  # an earlier commit's store (bench/baseline.py); None: this one
 
 
 class BenchStore:
@@ -51,6 +53,8 @@ class BenchStore:
                 **options.env,
             },
             self.folder / "server.log",
+            source=options.build.source if options.build else None,
+            python=options.build.python if options.build else None,
         )
         self.counters = PostgresCounters(self.database.sync_url) if self.cluster else None
         self.started_at = time.monotonic()
@@ -77,6 +81,19 @@ class BenchStore:
     @property
     def base_url(self) -> str:
         return self.server.base_url
+
+    @property
+    def webhook_names_payment(self) -> bool:
+        """Whether the webhook's signed body names its payment and verdict (version 0.1's
+        held only the event and the amount)."""
+        return self.options.build is None or self.options.build.webhook_names_payment
+
+    def database_pids(self) -> list[int]:
+        """The private PostgreSQL server's processes (none for SQLite)."""
+        if self.cluster is None:
+            return []
+        pid_file = self.cluster.data / "postmaster.pid"
+        return process_tree(int(pid_file.read_text().split()[0])) if pid_file.exists() else []
 
     def pids(self) -> list[int]:
         assert self.server.pid is not None

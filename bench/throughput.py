@@ -31,6 +31,10 @@ class Level:
     cpu_ms_per_purchase: float | None
     commits_per_purchase: float | None
     statements_per_purchase: float | None
+    # A whole purchase: checkout, webhook, and the order seen paid.
+    purchase_ms: tuple[float | None, float | None, float | None] = (None, None, None)
+    # The private PostgreSQL server's CPU (its backends come and go: those alive at the end).
+    database_cpu_ms_per_purchase: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -70,11 +74,13 @@ def run_level(
     count_commits: bool = True,
 ) -> Level:
     """One level of load. Counting commits waits for PostgreSQL's statistics to settle
-    (11 s); comparisons that need only throughput and CPU skip it."""
+    (11 s); comparisons that need only throughput and CPU skip it. Statements need no
+    wait (pg_stat_statements counts each as it ends), so they are always counted."""
     price = store.price_cents()
-    counters = store.counters if count_commits else None
+    counters = store.counters
     counters_before = counters.read() if counters else None
     cpu_before = cpu_seconds(store.pids())
+    database_before = cpu_seconds(store.database_pids())
     started = time.monotonic()
     result = asyncio.run(
         shop(
@@ -83,20 +89,24 @@ def run_level(
             seconds=seconds,
             secret=store.secret,
             price_cents=price,
+            poll_s=poll_s,
+            webhook_names_payment=store.webhook_names_payment,
         )
     )
     store.settle()
     cpu_used = cpu_seconds(store.pids()) - cpu_before
+    database_used = cpu_seconds(store.database_pids()) - database_before
     commits = statements = None
     if counters and counters_before:
-        time.sleep(STATS_SETTLE_S)
+        if count_commits:
+            time.sleep(STATS_SETTLE_S)
         counters_after = counters.read()
         elapsed = time.monotonic() - started
         idle_commits = idle.commits_per_s * elapsed if idle else 0.0
         idle_statements = idle.statements_per_s * elapsed if idle else 0.0
         if result.purchases:
             made = counters_after.commits - counters_before.commits - idle_commits
-            commits = made / result.purchases
+            commits = made / result.purchases if count_commits else None
             if counters_after.statements is not None and counters_before.statements is not None:
                 ran = counters_after.statements - counters_before.statements - idle_statements
                 statements = ran / result.purchases
@@ -110,4 +120,8 @@ def run_level(
         cpu_ms_per_purchase=cpu_used * 1000 / result.purchases if result.purchases else None,
         commits_per_purchase=commits,
         statements_per_purchase=statements,
+        purchase_ms=_p(result.purchase_ms),
+        database_cpu_ms_per_purchase=(
+            database_used * 1000 / result.purchases if result.purchases and store.cluster else None
+        ),
     )

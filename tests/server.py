@@ -30,7 +30,8 @@ def widget_store_command() -> list[str]:
 
 class ServerProcess:
     """`widget-store serve`, or the same command from another checkout (`source`: the
-    folder an older version was extracted to, run with this venv)."""
+    folder an older version was extracted to, run with this venv, or with `python`, the
+    interpreter of a venv of its own)."""
 
     def __init__(
         self,
@@ -39,12 +40,14 @@ class ServerProcess:
         *,
         source: Path | None = None,
         port: int | None = None,
+        python: Path | None = None,
     ) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._env = {**os.environ, **env}
         self._cwd = source
+        self._python = python or Path(sys.executable)
         if source is not None:
             self._env["PYTHONPATH"] = str(source)  # ahead of the editable install's path
         self._process: subprocess.Popen[bytes] | None = None
@@ -63,7 +66,7 @@ class ServerProcess:
         with self.log_path.open("ab") as log:
             command = [*widget_store_command(), "serve", "--port", str(self.port)]
             if self._cwd is not None:
-                command = [sys.executable, "-m", "widget_store.cli", *command[-3:]]
+                command = [str(self._python), "-m", "widget_store.cli", *command[-3:]]
             self._process = subprocess.Popen(
                 command,
                 cwd=self._cwd,

@@ -105,10 +105,14 @@ async def _start_checkout(checkout_key: str, request: CheckoutRequest) -> Checko
             # shopper gets an answer in time anyway, and the start (shielded, so never
             # half done) carries on, for the retry under the same key to find.
             starting = asyncio.ensure_future(DBOS.start_workflow_async(checkout_workflow, request))
+        # A workflow this call just started has placed nothing yet: wait for its news
+        # before reading (the subscription above catches news however early it comes).
+        news_first = False
         try:
             handle = await asyncio.wait_for(asyncio.shield(starting), CHECKOUT_REPLY_TIMEOUT_S)
             if started_here(handle):  # a retry of the key finds it: counted once
                 metrics.checkout_started()
+                news_first = True
         except error.DBOSConflictingWorkflowError:
             pass  # an earlier version's checkout under this key: its order answers
         except TimeoutError:
@@ -116,6 +120,9 @@ async def _start_checkout(checkout_key: str, request: CheckoutRequest) -> Checko
                 "the checkout is still starting; retry with the same idempotency key"
             ) from None
         while True:
+            if news_first:
+                news_first = False
+                await news.next(max(0.0, min(deadline - time.monotonic(), CHECKOUT_RECHECK_S)))
             async with engine.connect() as conn:
                 order = await queries.order_by_key(conn, checkout_key)
             if order is not None and _placed(order):
@@ -180,16 +187,23 @@ async def _accept_payment_verdict(
     now = datetime.now(UTC)
     repeated = False
     async with services().writer.begin() as conn:
-        order = await queries.order_by_payment(conn, payment_id)
+        # The usual delivery (new, in time, the right amount) in two statements; anything
+        # else is worked out below, in the same transaction.
+        order = await queries.claim_first_verdict(
+            conn, payment_id, verdict, event_id, amount_cents, now
+        )
+        claimed = order is not None
         if order is None:
-            raise PaymentNotFound(f"unknown payment {payment_id}")
-        if await queries.remember_webhook_event(conn, event_id, payment_id, now) != payment_id:
-            raise WebhookMismatch("this event ID was already used for another payment")
-        if amount_cents != order.total_cents:
-            raise PaymentAmountMismatch(
-                f"amount {amount_cents} does not match the order total {order.total_cents}"
-            )
-        claimed = await queries.claim_verdict(conn, payment_id, verdict, event_id, now)
+            order = await queries.order_by_payment(conn, payment_id)
+            if order is None:
+                raise PaymentNotFound(f"unknown payment {payment_id}")
+            if await queries.remember_webhook_event(conn, event_id, payment_id, now) != payment_id:
+                raise WebhookMismatch("this event ID was already used for another payment")
+            if amount_cents != order.total_cents:
+                raise PaymentAmountMismatch(
+                    f"amount {amount_cents} does not match the order total {order.total_cents}"
+                )
+            claimed = await queries.claim_verdict(conn, payment_id, verdict, event_id, now)
         if claimed:
             event = (
                 OrderEvent.CHARGED if verdict is PaymentVerdict.PAID else OrderEvent.CHARGE_FAILED

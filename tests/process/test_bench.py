@@ -44,3 +44,28 @@ def test_the_benchmark_smoke_run_measures_every_scenario(tmp_path: Path) -> None
     assert level["shoppers"] == 2 and level["off"] and level["on"]
     assert all(run["purchases"] > 0 and run["errors"] == 0 for run in level["off"] + level["on"])
     assert "purchases/s relaying vs not" in result.stdout
+
+
+def test_the_side_by_side_benchmark_against_version_0_1_runs_in_turns(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "versus", "--smoke", "--results", str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    versus = json.loads((tmp_path / "smoke-versus.json").read_text())
+    assert versus["baseline"].startswith("67e32ed")
+    runs = versus["runs"]
+    assert {run["store"] for run in runs} == {"old", "new"}
+    assert {(run["workers"], run["shoppers"]) for run in runs} == {(1, 1), (1, 2), (2, 4)}
+    assert all(run["purchases"] > 0 and run["cpu_ms_per_purchase"] for run in runs)
+    assert versus["floor"]["cpu_ms_per_step"] > 0
+    figures = {figure["label"]: figure for figure in versus["figures"]}
+    assert figures["sequential checkout call p50"]["target"] == "≤ 0.4x"
+    assert all(
+        figure["old"] is not None and figure["new"] is not None for figure in figures.values()
+    )
+    assert "| sequential checkout call p50 |" in result.stdout

@@ -27,6 +27,7 @@ from widget_store.queries.dead_letters import (
 from widget_store.queries.orders import (
     append_event,
     cancel_order,
+    claim_first_verdict,
     claim_verdict,
     close_verdict,
     insert_order,
@@ -68,6 +69,7 @@ __all__ = [
     "add_missing_products",
     "append_event",
     "cancel_order",
+    "claim_first_verdict",
     "claim_verdict",
     "close_verdict",
     "dead_letter",

@@ -30,7 +30,7 @@ from widget_store.domain import (
     shortages,
 )
 from widget_store.queries._base import TERMINAL, Db, changed_one_row, utcnow
-from widget_store.queries.outbox import add_event
+from widget_store.queries.outbox import add_event, is_postgres, log_and_publish
 from widget_store.schema import order_events, order_items, orders, products, webhook_events
 
 # Log entries that may legitimately repeat in one order's history.
@@ -55,6 +55,10 @@ async def append_event(db: Db, order_id: int, event: OrderEvent, detail: str = "
     """
     once_key = None if event in REPEATABLE_EVENTS else event.value
     now = utcnow()
+    if is_postgres(db):  # the same three writes, as one statement
+        return await log_and_publish(
+            db, order_id=order_id, type=event.value, detail=detail, at=now, once_key=once_key
+        )
     # RETURNING says whether a row went in: after ON CONFLICT DO NOTHING, psycopg's
     # rowcount is -1 either way.
     result = await db.execute(
@@ -274,6 +278,51 @@ async def claim_verdict(
         )
         .values(**values),
     )
+
+
+async def claim_first_verdict(
+    db: Db,
+    payment_id: str,
+    verdict: PaymentVerdict,
+    event_id: str,
+    amount_cents: int,
+    now: datetime,
+) -> Any:
+    """The usual webhook in two statements: a new event, in time, for the order's total.
+
+    Notes the event (an insert keyed by its ID) and, only if it is new, decides the
+    payment with claim_verdict's conditional UPDATE, narrowed to the right amount.
+    Returns the order (its ID, checkout key and creation time) if both happened; None
+    if anything was unusual (a repeated or reused event, an unknown payment, a wrong
+    amount, a payment already decided or past its deadline), for the caller to work out
+    which, in the same transaction, the long way.
+    """
+    noted = await db.execute(
+        _insert_ignoring_duplicates(db, webhook_events)
+        .values(event_id=event_id, payment_id=payment_id, received_at=now)
+        .returning(webhook_events.c.event_id)
+    )
+    if noted.scalar_one_or_none() is None:
+        return None
+    values: dict[str, Any] = {
+        "payment_verdict": verdict.value,
+        "payment_event_id": event_id,
+        "updated_at": now,
+    }
+    if verdict is PaymentVerdict.PAID:
+        values["payment_state"] = PaymentState.CAPTURED.value
+    result = await db.execute(
+        sa.update(orders)
+        .where(
+            orders.c.payment_id == payment_id,
+            orders.c.payment_verdict == PaymentVerdict.AWAITING.value,
+            orders.c.payment_deadline > now,
+            orders.c.total_cents == amount_cents,
+        )
+        .values(**values)
+        .returning(orders.c.order_id, orders.c.checkout_key, orders.c.created_at)
+    )
+    return result.one_or_none()
 
 
 async def remember_webhook_event(db: Db, event_id: str, payment_id: str, now: datetime) -> str:
