@@ -110,11 +110,18 @@ def scraping(store: BenchStore) -> Iterator[None]:
 
 
 def compare(
-    levels: list[int], seconds: float, rounds: int, workers: int, *, control: bool = False
+    levels: list[int],
+    seconds: float,
+    rounds: int,
+    workers: int,
+    *,
+    control: bool = False,
+    settle_s: float = SETTLE_AFTER_START_S,
 ) -> list[Comparison]:
     """Each level on each store in turn. `control` runs the second store without metrics
     and JSON logs too: what the comparison reads when there is nothing to find, which is
-    how much of a difference the machine's noise alone makes."""
+    how much of a difference the machine's noise alone makes. The smoke run skips the
+    settling (`settle_s=0`): it proves the benchmark runs, not what it measures."""
     return compare_settings(
         {**OFF, **LOG_LEVEL},
         {**(OFF if control else ON), **LOG_LEVEL},
@@ -123,6 +130,7 @@ def compare(
         rounds,
         workers,
         while_on=None if control else scraping,
+        settle_s=settle_s,
     )
 
 

@@ -66,12 +66,14 @@ def observability(
     results: Path = RESULTS,
     name: str = "observability",
     control: bool = False,
+    settle_s: float | None = None,
 ) -> None:
     from bench import observability as cost
 
     what = "Control: two stores both without" if control else "Metrics and JSON logs off and on"
     print(f"{what}, {workers} app process(es), {seconds:g} s per run, {rounds} round(s), in turns")
-    comparisons = cost.compare(levels, seconds, rounds, workers, control=control)
+    settling = {} if settle_s is None else {"settle_s": settle_s}
+    comparisons = cost.compare(levels, seconds, rounds, workers, control=control, **settling)
     figures = cost.per_operation_costs()
     cpu_off = [c.cpu_ms(c.off) for c in comparisons if c.cpu_ms(c.off)]
     print()
@@ -289,5 +291,5 @@ def smoke(results: Path) -> None:
     throughput([1, 4], 2.0, 1, results=results, name="smoke-throughput", measure_idle=False)
     recovery(6, results)
     waiting(20, 2.0, results)
-    observability([2], 2.0, 1, 1, results=results, name="smoke-observability")
+    observability([2], 2.0, 1, 1, results=results, name="smoke-observability", settle_s=0.0)
     relay([2], 2.0, 1, 1, results=results, name="smoke-relay", settle_s=0.0)
