@@ -111,6 +111,31 @@ def test_invalid_address_refunds_releases_and_cancels(store: Store) -> None:
     assert payment == [{"status": "refunded", "refunds": 1}]
 
 
+def test_paid_by_a_direct_webhook_to_an_invalid_address_is_voided_and_cancelled(
+    store: Store,
+) -> None:
+    """Issue 8's report, as a real provider (or `widget-store webhook`) would pay: a signed
+    POST straight to the store, so the provider never captured anything to refund."""
+    before = store.stock()
+    placed = store.checkout(cart((1, 1), address="invalid street")).json()
+
+    paid = store.webhook(
+        placed["payment_id"], "paid", store.order(placed["order_id"])["total_cents"]
+    )
+    assert paid.status_code == 200, paid.text
+
+    order = store.wait_for(placed["order_id"])
+    assert (order["status"], order["cancel_reason"]) == ("CANCELLED", "shipping failed")
+    assert store.stock() == before
+    undone = {e["type"]: e["detail"] for e in order["events"]}
+    assert undone["CancelShipment"] == "never booked: nothing to cancel"
+    assert undone["RefundPayment"] == "nothing was captured: payment voided"
+    status = store.scalar(
+        "SELECT status FROM provider_payments WHERE payment_id = :p", p=placed["payment_id"]
+    )
+    assert status == "voided"
+
+
 def test_flaky_shipping_is_retried_until_dispatched(store: Store) -> None:
     placed = store.checkout(cart((1, 1), address="7 flaky lane")).json()
 
