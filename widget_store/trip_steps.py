@@ -22,6 +22,7 @@ from widget_store.domain import LegOutcome, TripEvent, TripRequest, TripStatus, 
 from widget_store.durability import services, step, write
 from widget_store.metrics import CompensationResult
 from widget_store.queries import trips as queries
+from widget_store.queries.dead_letters import park_dead_letter
 from widget_store.travel import TRIP_LEGS, TravelBookingRejected, TripLeg
 
 # The backoff between a leg's attempts: 10 ms after the first failure, doubling, at most
@@ -201,7 +202,7 @@ async def park_trip_compensation(
         trip = await queries.trip_by_key(db, trip_key)
         if trip is None:
             return
-        await queries.park_trip_dead_letter(
+        await park_dead_letter(
             db,
             trip_id=trip.trip_id,
             workflow_id=trip_key,

@@ -11,9 +11,24 @@ from widget_store.schema import dead_letters
 
 
 async def park_dead_letter(
-    db: Db, *, order_id: int, workflow_id: str, compensation: str, error: str, attempts: int
+    db: Db,
+    *,
+    order_id: int | None = None,
+    trip_id: int | None = None,
+    workflow_id: str,
+    compensation: str,
+    error: str,
+    attempts: int,
 ) -> None:
-    """Record (or re-record) a compensation that keeps failing as parked."""
+    """Record (or re-record) a compensation that keeps failing as parked: an order's, or
+    a trip's (exactly one of `order_id` and `trip_id`). Keyed by (owner, compensation)."""
+    if (order_id is None) == (trip_id is None):
+        raise ValueError("a dead letter belongs to an order or to a trip")
+    owner = (
+        dead_letters.c.order_id == order_id
+        if order_id is not None
+        else dead_letters.c.trip_id == trip_id
+    )
     now = utcnow()
     values = {
         "last_error": error[:2000],
@@ -24,13 +39,14 @@ async def park_dead_letter(
     updated = await changed_one_row(
         db,
         sa.update(dead_letters)
-        .where(dead_letters.c.order_id == order_id, dead_letters.c.compensation == compensation)
+        .where(owner, dead_letters.c.compensation == compensation)
         .values(**values),
     )
     if not updated:
         await db.execute(
             sa.insert(dead_letters).values(
                 order_id=order_id,
+                trip_id=trip_id,
                 workflow_id=workflow_id,
                 compensation=compensation,
                 parked_at=now,

@@ -163,38 +163,6 @@ async def trip_counts(db: Db) -> dict[str, int]:
     return counts
 
 
-# --- a trip's parked compensations -------------------------------------------------------
-
-
-async def park_trip_dead_letter(
-    db: Db, *, trip_id: int, workflow_id: str, compensation: str, error: str, attempts: int
-) -> None:
-    """Record (or re-record) a trip's compensation that keeps failing as parked."""
-    now = utcnow()
-    values = {
-        "last_error": error[:2000],
-        "attempts": attempts,
-        "status": "parked",
-        "updated_at": now,
-    }
-    updated = await changed_one_row(
-        db,
-        sa.update(dead_letters)
-        .where(dead_letters.c.trip_id == trip_id, dead_letters.c.compensation == compensation)
-        .values(**values),
-    )
-    if not updated:
-        await db.execute(
-            sa.insert(dead_letters).values(
-                trip_id=trip_id,
-                workflow_id=workflow_id,
-                compensation=compensation,
-                parked_at=now,
-                **values,
-            )
-        )
-
-
 async def set_trip_dead_letter_status(
     db: Db, trip_id: int, compensation: str, status: str, at: datetime | None = None
 ) -> bool:
