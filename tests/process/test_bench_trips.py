@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,29 +16,25 @@ from widget_store.config import PROJECT_ROOT
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("postgres_server_binaries")]
 
 
-def test_the_smoke_run_measures_temporal_end_to_end(tmp_path: Path) -> None:
-    if temporal_server.missing():
-        pytest.skip(str(temporal_server.missing()))
+def smoke_run(side: str, results: Path) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """`python -m bench trips --smoke` for one side; its output and that side's figures."""
+    command = [sys.executable, "-m", "bench", "trips", "--smoke", "--only", side]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "trips",
-            "--smoke",
-            "--only",
-            "temporal",
-            "--results",
-            str(tmp_path),
-        ],
+        [*command, "--results", str(results)],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads((results / "trips-smoke.json").read_text())["systems"][side]
+    return result, figures
 
-    temporal = json.loads((tmp_path / "trips-smoke.json").read_text())["systems"]["temporal"]
+
+def test_the_smoke_run_measures_temporal_end_to_end(tmp_path: Path) -> None:
+    if temporal_server.missing():
+        pytest.skip(str(temporal_server.missing()))
+    result, temporal = smoke_run("temporal", tmp_path)
     assert temporal["skipped"] is None and temporal["checks_failed"] == []
     assert [level for level in temporal["turns"]] == ["1", "8", "32"]
     assert all(
@@ -53,26 +50,7 @@ def test_the_smoke_run_measures_temporal_end_to_end(tmp_path: Path) -> None:
 
 
 def test_the_smoke_run_measures_the_store_side_end_to_end(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "trips",
-            "--smoke",
-            "--only",
-            "store",
-            "--results",
-            str(tmp_path),
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-    store = json.loads((tmp_path / "trips-smoke.json").read_text())["systems"]["store"]
+    _, store = smoke_run("store", tmp_path)
     assert store["skipped"] is None and store["checks_failed"] == []
     assert [level for level in store["turns"]] == ["1", "8", "32"]
     assert all(
