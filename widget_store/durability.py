@@ -112,6 +112,10 @@ def dbos_config(settings: Settings) -> DBOSConfig:
         config["notification_listener_polling_interval_sec"] = SQLITE_POLL_INTERVAL_S
     else:
         config["sys_db_pool_size"] = Pools.of(settings.db_pool_size).system
+        # DBOS pings every system-database connection it takes from its pool, a round
+        # trip per operation. Its calls retry a dropped connection by themselves
+        # (`db_retry`), so the ping buys nothing but that round trip.
+        config["db_engine_kwargs"] = {"pool_pre_ping": False}
     return config
 
 
@@ -122,7 +126,10 @@ def create_store_engine(settings: Settings) -> AsyncEngine:
             settings.database.async_url,
             pool_size=Pools.of(settings.db_pool_size).store,
             max_overflow=0,
-            pool_pre_ping=True,
+            # No round trip to test each connection before use: a connection that died
+            # with the server fails its statement, SQLAlchemy drops the whole pool, the
+            # step retries (`database_blip`) and a route answers 503 with Retry-After.
+            pool_pre_ping=False,
             pool_timeout=10,
         )
     engine = create_async_engine(settings.database.async_url, connect_args={"timeout": 30})
@@ -154,6 +161,17 @@ def _begin_writes_immediately(engine: AsyncEngine) -> None:
 def writer(engine: AsyncEngine) -> AsyncEngine:
     """The same engine, marked so that its transactions begin as writers."""
     return engine.execution_options(**{WRITES: True})
+
+
+def reading(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine for reads that need no transaction: on PostgreSQL in autocommit,
+    so that a read is its statements alone, without a BEGIN and a ROLLBACK around them.
+    Each statement then sees its own moment: a read that needs one snapshot for several
+    tables asks for it in one statement. SQLite keeps its transactions (its BEGIN is
+    local, no round trip)."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 # --- the services the steps use ---------------------------------------------------------
