@@ -41,7 +41,7 @@ from widget_store.domain import (
     WebhookMismatch,
     reason_for,
 )
-from widget_store.durability import ACTIVE, running_here, services, started_here
+from widget_store.durability import ACTIVE, reading, running_here, services, started_here
 from widget_store.logs import log_context
 from widget_store.queries import trips as trip_queries
 from widget_store.steps import order_url
@@ -123,7 +123,7 @@ async def _start_checkout(checkout_key: str, request: CheckoutRequest) -> Checko
             if news_first:
                 news_first = False
                 await news.next(max(0.0, min(deadline - time.monotonic(), CHECKOUT_RECHECK_S)))
-            async with engine.connect() as conn:
+            async with reading(engine).connect() as conn:
                 order = await queries.order_by_key(conn, checkout_key)
             if order is not None and _placed(order):
                 break
@@ -327,7 +327,7 @@ async def _book_trip(trip_key: str, request: TripRequest) -> TripView:
         recheck_s = order_watch.recheck_s(len(services().executors))
         stopped = False  # the workflow is not running (here, or anywhere)
         while True:
-            async with engine.connect() as conn:
+            async with reading(engine).connect() as conn:
                 trip = await trip_queries.trip_by_key(conn, trip_key)
                 if trip is not None and trip.fingerprint != request.fingerprint():
                     raise IdempotencyConflict(

@@ -10,6 +10,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from widget_store.config import Settings
+from widget_store.durability import reading
 from widget_store.durability import writer as writing
 
 
@@ -24,8 +25,8 @@ def engine(request: Request) -> AsyncEngine:
 
 
 async def reader(request: Request) -> AsyncIterator[AsyncConnection]:
-    """A connection for reads; it never commits (reads cost no commit in PostgreSQL)."""
-    async with engine(request).connect() as conn:
+    """A connection for reads, outside any transaction on PostgreSQL (`reading`)."""
+    async with reading(engine(request)).connect() as conn:
         yield conn
 
 

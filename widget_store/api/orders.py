@@ -19,6 +19,7 @@ from widget_store.domain import (
     OrderStatus,
     UnknownProduct,
 )
+from widget_store.durability import reading
 
 router = APIRouter(tags=["orders"])
 
@@ -61,7 +62,7 @@ async def start_checkout(
     """Create the order and hold its stock; reply with where to pay and how to follow it."""
     # Admitted first, so that a burst past the bound costs no database work at all.
     async with service.checkout_admitted():
-        async with engine.connect() as db:  # not held while the saga works
+        async with reading(engine).connect() as db:  # not held while the saga works
             request = await _checkout_request(db, cart or CheckoutIn())
         view = await service.start_checkout(idempotency_key, request)
     return asdict(view)
@@ -119,7 +120,7 @@ async def get_order(
                 if remaining <= 0:
                     break
                 if not await news.next(min(remaining, recheck_s)):
-                    async with engine.connect() as conn:  # news from another process?
+                    async with reading(engine).connect() as conn:  # news from another process?
                         if await queries.event_count(conn, order_id) <= after_events:
                             continue
                 order = await _read_order(engine, order_id)
@@ -135,13 +136,7 @@ def _for_reader(order: dict[str, Any], owner: bool) -> dict[str, Any]:
 
 
 async def _read_order(engine: AsyncEngine, order_id: int) -> dict[str, Any]:
-    async with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            # One snapshot for the log and the row: under READ COMMITTED the row could be
-            # newer than the log read just before it (CANCELLED, without the entries that
-            # say so; a test saw it). On SQLite reading the log first still keeps the row
-            # never older than the log, which is what the order page's long poll needs.
-            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+    async with reading(engine).connect() as conn:  # one statement, one snapshot on PG
         order = await queries.order_details(conn, order_id)
     if order is None:
         raise HTTPException(404, f"unknown order {order_id}")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from widget_store.domain import OrderStatus, dispatch_remaining
 from widget_store.queries._base import TERMINAL, Db, utcnow
@@ -37,37 +39,49 @@ def order_state(row: Any) -> dict[str, Any]:
     }
 
 
-async def order_details(db: Db, order_id: int) -> dict[str, Any] | None:
-    """The order with its items and event log.
+async def order_details(db: AsyncConnection, order_id: int) -> dict[str, Any] | None:
+    """The order with its items and event log, as of one moment.
 
-    The log is read before the order row: under READ COMMITTED each read sees its own
-    moment, and a step may commit in between. Read this way, the row is never older than
-    the log, so a page that long-polls for events after the last one it saw never waits
-    for news it has been shown in the log but not in the status.
+    On PostgreSQL one statement reads the row, the items and the log, so they share one
+    snapshot whatever the connection's isolation. Elsewhere the log is read before the
+    order row: under READ COMMITTED each read sees its own moment, and a step may commit
+    in between. Read this way, the row is never older than the log, so a page that
+    long-polls for events after the last one it saw never waits for news it has been
+    shown in the log but not in the status.
     """
-    events = (
-        await db.execute(
-            sa.select(order_events)
-            .where(order_events.c.order_id == order_id)
-            .order_by(order_events.c.event_id)
-        )
-    ).all()
-    row = (await db.execute(sa.select(orders).where(orders.c.order_id == order_id))).first()
-    if row is None:
-        return None
-    items = await db.execute(
-        sa.select(order_items)
-        .where(order_items.c.order_id == order_id)
-        .order_by(order_items.c.product_id)
-    )
+    if db.dialect.name == "postgresql":
+        row = (await db.execute(_ORDER_WITH_ITEMS_AND_LOG, {"order_id": order_id})).first()
+        if row is None:
+            return None
+        items, events = row.items_json, row.events_json
+    else:
+        events = [
+            e._mapping
+            for e in await db.execute(
+                sa.select(order_events)
+                .where(order_events.c.order_id == order_id)
+                .order_by(order_events.c.event_id)
+            )
+        ]
+        row = (await db.execute(sa.select(orders).where(orders.c.order_id == order_id))).first()
+        if row is None:
+            return None
+        items = [
+            i._mapping
+            for i in await db.execute(
+                sa.select(order_items)
+                .where(order_items.c.order_id == order_id)
+                .order_by(order_items.c.product_id)
+            )
+        ]
     return {
         "order_id": row.order_id,
         "status": row.status,
         "items": [
             {
-                "product_id": item.product_id,
-                "quantity": item.quantity,
-                "unit_price_cents": item.unit_price_cents,
+                "product_id": item["product_id"],
+                "quantity": item["quantity"],
+                "unit_price_cents": item["unit_price_cents"],
             }
             for item in items
         ],
@@ -83,8 +97,46 @@ async def order_details(db: Db, order_id: int) -> dict[str, Any] | None:
         ),
         "cancel_reason": row.cancel_reason,
         "created_at": row.created_at,
-        "events": [{"type": e.type, "at": e.at, "detail": e.detail} for e in events],
+        "events": [{"type": e["type"], "at": _utc(e["at"]), "detail": e["detail"]} for e in events],
     }
+
+
+def _utc(at: datetime | str) -> datetime:
+    """An event's time: a datetime from a column, ISO text from PostgreSQL's JSON."""
+    value = datetime.fromisoformat(at) if isinstance(at, str) else at
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json_list(
+    table: sa.Table, order_by: sa.ColumnElement[Any], **fields: sa.ColumnElement[Any]
+) -> sa.ScalarSelect[Any]:
+    """An order's rows of `table` as one JSON array, in order (empty, not null, if none)."""
+    pairs = [part for name, column in fields.items() for part in (sa.literal(name), column)]
+    rows = sa.func.json_agg(aggregate_order_by(sa.func.json_build_object(*pairs), order_by))
+    return (
+        sa.select(sa.func.coalesce(rows, sa.literal_column("'[]'::json")))
+        .where(table.c.order_id == orders.c.order_id)
+        .scalar_subquery()
+    )
+
+
+_ORDER_WITH_ITEMS_AND_LOG = sa.select(
+    orders,
+    _json_list(
+        order_items,
+        order_items.c.product_id,
+        product_id=order_items.c.product_id,
+        quantity=order_items.c.quantity,
+        unit_price_cents=order_items.c.unit_price_cents,
+    ).label("items_json"),
+    _json_list(
+        order_events,
+        order_events.c.event_id,
+        type=order_events.c.type,
+        at=order_events.c.at,
+        detail=order_events.c.detail,
+    ).label("events_json"),
+).where(orders.c.order_id == sa.bindparam("order_id"))
 
 
 async def list_orders(db: Db, *, limit: int, before: int | None) -> list[dict[str, Any]]:
