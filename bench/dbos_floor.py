@@ -3,6 +3,13 @@
 A workflow of empty steps measures what the engine itself spends per checkpoint, so the
 store's figures can be read against it: a purchase cannot cost less than its number of
 durable steps times this floor.
+
+A purchase-shaped workflow measures the floor of a purchase itself: the durable
+operations a paid checkout makes (README, "What a purchase costs in durable
+operations"), each with nothing inside: the start, a step (place_order), recv with a
+deadline woken by a send from outside the workflow (the webhook), two steps (ship_order,
+complete_dispatch) and the completion. No store can buy with these operations for less
+CPU than this, nor answer a checkout call (start to the first step's work done) sooner.
 """
 
 from __future__ import annotations
@@ -32,6 +39,26 @@ async def _empty_transaction(i: int) -> int:
     return i
 
 
+_first_step_done: dict[str, asyncio.Event] = {}
+
+
+@DBOS.step(name="bench_purchase_step")
+async def purchase_step(i: int) -> int:
+    """Empty, but it tells the caller the first one ran, as place_order announces it."""
+    done = _first_step_done.get(DBOS.workflow_id or "")
+    if done is not None:
+        done.set()
+    return i
+
+
+@DBOS.workflow(name="bench_purchase")
+async def purchase_workflow() -> None:
+    await purchase_step(0)  # place_order
+    await DBOS.recv_async("payment", timeout_seconds=30)  # the webhook's verdict
+    await purchase_step(1)  # ship_order
+    await purchase_step(2)  # complete_dispatch
+
+
 @DBOS.workflow(name="bench_steps")
 async def steps_workflow(kind: str) -> None:
     for i in range(STEPS_PER_WORKFLOW):
@@ -49,6 +76,37 @@ class Floor:
     cpu_ms_per_step: float
     wall_ms_per_step: float
     commits_per_step: float | None
+
+
+@dataclass(frozen=True)
+class PurchaseFloor:
+    """A purchase's durable operations with nothing inside them, one after another."""
+
+    kind: str
+    cpu_ms_per_purchase: float  # this process's CPU: the loop, DBOS's threads, all of it
+    wall_ms_per_purchase: float
+    checkout_call_ms: float  # median, start until the first step's body has run
+    operations: int = 9  # start, 3 steps, recv (timer and message), send, completion
+
+
+async def _measure_purchases(purchases: int) -> PurchaseFloor:
+    calls: list[float] = []
+    cpu, wall = time.process_time(), time.perf_counter()
+    for n in range(purchases):
+        key = f"bench-purchase-{n}-{time.time_ns()}"
+        done = _first_step_done[key] = asyncio.Event()
+        started = time.perf_counter()
+        with SetWorkflowID(key):
+            handle = await DBOS.start_workflow_async(purchase_workflow)
+        await done.wait()
+        calls.append((time.perf_counter() - started) * 1000)
+        await DBOS.send_async(key, "paid", "payment", idempotency_key=f"{key}-verdict")
+        await handle.get_result()
+        del _first_step_done[key]
+    cpu_ms = (time.process_time() - cpu) * 1000 / purchases
+    wall_ms = (time.perf_counter() - wall) * 1000 / purchases
+    calls.sort()
+    return PurchaseFloor("purchase", cpu_ms, wall_ms, calls[len(calls) // 2])
 
 
 async def _measure(kind: str, workflows: int, counters: PostgresCounters | None) -> Floor:
@@ -70,7 +128,7 @@ async def _measure(kind: str, workflows: int, counters: PostgresCounters | None)
 
 async def measure_floor(
     database_url: str, workflows: int = 30, *, count_commits: bool = True
-) -> list[Floor]:
+) -> list[Floor | PurchaseFloor]:
     """Run in-process against `database_url` (its DBOS tables get a few rows). Counting
     commits waits 11 s per kind for PostgreSQL's statistics; CPU and wall do not need it."""
     global _datasource
@@ -83,9 +141,11 @@ async def measure_floor(
     counting = counters if count_commits else None
     try:
         await _measure("step", 3, None)  # warm up
+        await _measure_purchases(3)  # warm up
         return [
             await _measure("step", workflows, counting),
             await _measure("transaction", workflows, counting),
+            await _measure_purchases(workflows * 3),
         ]
     finally:
         counters.close()
