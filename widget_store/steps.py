@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -66,6 +66,17 @@ async def _order(db: AsyncConnection, checkout_key: str) -> Any:
     return await queries.order_by_key(db, checkout_key)
 
 
+class _Placed(NamedTuple):
+    """What place_order needs of the order row, when it has just written all of it."""
+
+    payment_id: str
+    total_cents: int
+    shipping_address: str
+    access_token: str
+    payment_url: str | None
+    payment_deadline: datetime | None
+
+
 # --- forward steps --------------------------------------------------------------------
 
 
@@ -94,32 +105,40 @@ async def place_order(checkout_key: str, request: CheckoutRequest) -> PlacedOrde
         prices = await queries.prices_of(db, [item.product_id for item in request.items])
         lines = price_lines(request.items, prices)  # an unknown product raises here
         total = order_total(lines)
-        order_id, _ = await queries.insert_order(
+        payment_id, access_token = f"pay_{secrets.token_hex(12)}", secrets.token_urlsafe(24)
+        order_id, created = await queries.insert_order(
             db,
             checkout_key=checkout_key,
             fingerprint=request.fingerprint(),
             lines=lines,
             total_cents=total,
             shipping_address=request.shipping_address,
-            payment_id=f"pay_{secrets.token_hex(12)}",
-            access_token=secrets.token_urlsafe(24),
+            payment_id=payment_id,
+            access_token=access_token,
         )
         await queries.append_event(db, order_id, OrderEvent.ORDER_CREATED, f"total {total} cents")
-        short = await queries.reserve_stock(db, order_id)
+        short = await queries.reserve_stock(db, order_id, request.items)
+        opened = False
         if short:
             detail = describe_shortages(short)
             await queries.append_event(db, order_id, OrderEvent.RESERVE_FAILED, detail)
         else:
             await queries.append_event(db, order_id, OrderEvent.RESERVED)
             deadline = datetime.now(UTC) + timedelta(seconds=svc.payment_timeout_s)
-            if await queries.open_payment(db, order_id, deadline):
+            opened = await queries.open_payment(db, order_id, deadline)
+            if opened:
                 detail = f"waiting until {deadline.isoformat()}"
                 await queries.append_event(db, order_id, OrderEvent.PAYMENT_OPENED, detail)
-        row = await _order(db, checkout_key)
+        if created and (opened or short):  # all of it written just now: nothing to read
+            placed = deadline if opened else None
+            row = _Placed(payment_id, total, request.shipping_address, access_token, None, placed)
+        else:  # a second run: the first run's payment ID, token, deadline and page stand
+            row = await _order(db, checkout_key)
     order = CreatedOrder(order_id, row.payment_id, row.total_cents, row.shipping_address)
     if short:
         order_watch.announce(order_id, checkout_key)
         return PlacedOrder(order, tuple(short), None)
+    assert row.payment_deadline is not None  # opened by this run or the first
     expires_at = row.payment_deadline.timestamp()
     if row.payment_url is None:
         payment_url = await svc.payments.create_payment(
@@ -212,12 +231,14 @@ async def ship_order(order: CreatedOrder) -> ShippingOutcome:
                 await queries.append_event(
                     db, order.order_id, OrderEvent.DISPATCH_STARTED, f"{svc.dispatch_s:g}s"
                 )
-            row = await queries.order_by_id(db, order.order_id)
+            if not marked:  # a second run: the first run's tracking and deadline stand
+                row = await queries.order_by_id(db, order.order_id)
+                tracking, eta = row.tracking_number, row.dispatch_eta
             outcome = ShippingOutcome(
                 attempts,
-                tracking_number=row.tracking_number,
+                tracking_number=tracking,
                 dispatch_s=svc.dispatch_s,
-                dispatch_until=row.dispatch_eta.timestamp(),
+                dispatch_until=eta.timestamp(),
             )
     order_watch.announce(order.order_id)
     return outcome

@@ -156,8 +156,12 @@ async def _adjust_stock(db: Db, product_id: int, delta: int) -> bool:
     )
 
 
-async def reserve_stock(db: Db, order_id: int) -> list[ShortItem]:
+async def reserve_stock(db: Db, order_id: int, lines: Sequence[LineItem]) -> list[ShortItem]:
     """Hold stock for every line of the order, or for none of them.
+
+    `lines` are the order's lines, one per product in product order: the cart the
+    order was created from (a validated `CheckoutRequest`'s items), passed rather than
+    read back.
 
     Each decrement is one conditional UPDATE, atomic at READ COMMITTED, so concurrent
     checkouts never oversell. Rows are locked in product order, so two carts sharing
@@ -172,7 +176,6 @@ async def reserve_stock(db: Db, order_id: int) -> list[ShortItem]:
     )
     if not claimed:
         return await recorded_shortage(db, order_id)
-    lines = await order_lines(db, order_id)
     taken: list[LineItem] = []
     for line in lines:
         if not await _adjust_stock(db, line.product_id, -line.quantity):
