@@ -116,19 +116,18 @@ async def place_order(checkout_key: str, request: CheckoutRequest) -> PlacedOrde
             payment_id=payment_id,
             access_token=access_token,
         )
-        await queries.append_event(db, order_id, OrderEvent.ORDER_CREATED, f"total {total} cents")
+        log = [(OrderEvent.ORDER_CREATED, f"total {total} cents")]
         short = await queries.reserve_stock(db, order_id, request.items)
         opened = False
         if short:
-            detail = describe_shortages(short)
-            await queries.append_event(db, order_id, OrderEvent.RESERVE_FAILED, detail)
+            log.append((OrderEvent.RESERVE_FAILED, describe_shortages(short)))
         else:
-            await queries.append_event(db, order_id, OrderEvent.RESERVED)
+            log.append((OrderEvent.RESERVED, ""))
             deadline = datetime.now(UTC) + timedelta(seconds=svc.payment_timeout_s)
             opened = await queries.open_payment(db, order_id, deadline)
             if opened:
-                detail = f"waiting until {deadline.isoformat()}"
-                await queries.append_event(db, order_id, OrderEvent.PAYMENT_OPENED, detail)
+                log.append((OrderEvent.PAYMENT_OPENED, f"waiting until {deadline.isoformat()}"))
+        await queries.append_events(db, order_id, log)  # in this order, once each
         if created and (opened or short):  # all of it written just now: nothing to read
             placed = deadline if opened else None
             row = _Placed(payment_id, total, request.shipping_address, access_token, None, placed)
@@ -225,11 +224,13 @@ async def ship_order(order: CreatedOrder) -> ShippingOutcome:
             )
             if marked:
                 tries = "" if attempts == 1 else f" (after {attempts} attempts)"
-                await queries.append_event(
-                    db, order.order_id, OrderEvent.SHIPMENT_CREATED, f"{tracking}{tries}"
-                )
-                await queries.append_event(
-                    db, order.order_id, OrderEvent.DISPATCH_STARTED, f"{svc.dispatch_s:g}s"
+                await queries.append_events(
+                    db,
+                    order.order_id,
+                    [
+                        (OrderEvent.SHIPMENT_CREATED, f"{tracking}{tries}"),
+                        (OrderEvent.DISPATCH_STARTED, f"{svc.dispatch_s:g}s"),
+                    ],
                 )
             if not marked:  # a second run: the first run's tracking and deadline stand
                 row = await queries.order_by_id(db, order.order_id)
@@ -252,8 +253,9 @@ async def complete_dispatch(order_id: int) -> None:
             db, order_id, old=OrderStatus.PAID, new=OrderStatus.DISPATCHED
         )
         if dispatched:
-            await queries.append_event(db, order_id, OrderEvent.DISPATCHED)
-            await queries.append_event(db, order_id, OrderEvent.COMPLETE)
+            await queries.append_events(
+                db, order_id, [(OrderEvent.DISPATCHED, ""), (OrderEvent.COMPLETE, "")]
+            )
     if dispatched:
         metrics.checkout_ended(Outcome.DISPATCHED)
     order_watch.announce(order_id)

@@ -193,3 +193,70 @@ def test_a_log_entry_written_again_by_a_rerun_step_goes_to_the_outbox_once(
     added, events = run_on(database_url, scenario)
     assert added == [True, False]
     assert events == [("order", 1, 1)]
+
+
+def test_several_log_entries_at_once_go_in_order_once_each_with_their_events_numbered(
+    database_url: str,
+) -> None:
+    async def scenario(
+        engine: AsyncEngine,
+    ) -> tuple[list[list[OrderEvent]], list[str], list[tuple[str, str, int]]]:
+        async with engine.begin() as conn:
+            order_id, _ = await queries.insert_order(
+                conn,
+                checkout_key="many",
+                fingerprint="f",
+                lines=[PricedLine(1, 1, 100)],
+                total_cents=100,
+                shipping_address="1 Main Street",
+                payment_id="pay_many",
+                access_token="t",
+            )
+            await queries.append_event(conn, order_id, OrderEvent.ORDER_CREATED)
+        entries = [
+            (OrderEvent.RESERVED, ""),
+            (OrderEvent.PAYMENT_OPENED, "until noon"),
+            (OrderEvent.COMPENSATION_PARKED, "repeatable"),
+        ]
+        added = []
+        for _run in range(2):  # the step committed, died before its checkpoint, ran again
+            async with engine.begin() as conn:
+                added.append(await queries.append_events(conn, order_id, entries))
+        async with engine.connect() as conn:
+            details = await queries.order_details(conn, order_id)
+            published = await conn.execute(
+                sa.select(outbox.c.type, outbox.c.aggregate, outbox.c.seq).order_by(
+                    outbox.c.outbox_id
+                )
+            )
+        assert details is not None
+        logged = [f"{e['type']}:{e['detail']}" for e in details["events"]]
+        return added, logged, [tuple(row) for row in published]  # type: ignore[misc]
+
+    added, logged, published = run_on(database_url, scenario)
+    once, parked = [OrderEvent.RESERVED, OrderEvent.PAYMENT_OPENED], OrderEvent.COMPENSATION_PARKED
+    assert added == [[*once, parked], [parked]]  # the once-only entries went in once
+    assert logged == [
+        f"{OrderEvent.ORDER_CREATED}:",
+        f"{OrderEvent.RESERVED}:",
+        f"{OrderEvent.PAYMENT_OPENED}:until noon",
+        f"{parked}:repeatable",
+        f"{parked}:repeatable",
+    ]
+    assert published == [
+        (OrderEvent.ORDER_CREATED.value, "order", 1),
+        (OrderEvent.RESERVED.value, "order", 2),
+        (OrderEvent.PAYMENT_OPENED.value, "order", 3),
+        (parked.value, "order", 4),
+        (parked.value, "order", 5),
+    ]
+
+
+def test_one_call_may_not_log_the_same_entry_twice(postgres_url: str) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.begin() as conn:
+            twice = [(OrderEvent.RESERVED, ""), (OrderEvent.RESERVED, "")]
+            await queries.append_events(conn, 1, twice)
+
+    with pytest.raises(ValueError, match="once per call"):
+        run_on(postgres_url, scenario)

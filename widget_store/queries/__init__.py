@@ -26,6 +26,7 @@ from widget_store.queries.dead_letters import (
 )
 from widget_store.queries.orders import (
     append_event,
+    append_events,
     cancel_order,
     claim_first_verdict,
     claim_verdict,
@@ -68,6 +69,7 @@ __all__ = [
     "add_event",
     "add_missing_products",
     "append_event",
+    "append_events",
     "cancel_order",
     "claim_first_verdict",
     "claim_verdict",

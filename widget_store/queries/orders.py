@@ -30,7 +30,12 @@ from widget_store.domain import (
     shortages,
 )
 from widget_store.queries._base import TERMINAL, Db, changed_one_row, utcnow
-from widget_store.queries.outbox import add_event, is_postgres, log_and_publish
+from widget_store.queries.outbox import (
+    add_event,
+    is_postgres,
+    log_and_publish,
+    log_and_publish_many,
+)
 from widget_store.schema import order_events, order_items, orders, products, webhook_events
 
 # Log entries that may legitimately repeat in one order's history.
@@ -72,6 +77,28 @@ async def append_event(db: Db, order_id: int, event: OrderEvent, detail: str = "
         # its change committed. The detail stays home (it may name a refund or an address).
         await add_event(db, order_id=order_id, type=event.value, payload={}, at=now)
     return added
+
+
+async def append_events(
+    db: Db, order_id: int, entries: Sequence[tuple[OrderEvent, str]]
+) -> list[OrderEvent]:
+    """Log several changes to the order at once, in the transaction that makes them:
+    `append_event` for each `(event, detail)`, in order, as one statement on PostgreSQL.
+    Returns the events added (each is once per order, as there)."""
+    if not is_postgres(db):
+        return [
+            event for event, detail in entries if await append_event(db, order_id, event, detail)
+        ]
+    added = await log_and_publish_many(
+        db,
+        order_id=order_id,
+        entries=[
+            (event.value, detail, None if event in REPEATABLE_EVENTS else event.value)
+            for event, detail in entries
+        ],
+        at=utcnow(),
+    )
+    return [OrderEvent(type) for type in added]
 
 
 async def insert_order(

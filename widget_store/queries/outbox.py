@@ -63,6 +63,81 @@ LOG_AND_PUBLISH = sa.text(
 )
 
 
+# Several entries of one order's log, each with its outbox event, in one statement: the
+# entries in the order given (once-only, as above), then one bump of the order's
+# sequence counter by the number that went in, then their outbox rows numbered in that
+# order. What LOG_AND_PUBLISH does for one entry, for a step that logs two or three.
+LOG_AND_PUBLISH_MANY = sa.text(
+    """
+    WITH entry AS (
+        SELECT e.type, e.detail, e.once_key, e.event_id, e.n
+        FROM unnest(CAST(:types AS VARCHAR[]), CAST(:details AS TEXT[]),
+                    CAST(:once_keys AS VARCHAR[]), CAST(:event_ids AS VARCHAR[]))
+             WITH ORDINALITY AS e(type, detail, once_key, event_id, n)
+    ), logged AS (
+        INSERT INTO order_events (order_id, type, detail, at, once_key)
+        SELECT CAST(:order_id AS BIGINT), type, detail,
+            CAST(:at AS TIMESTAMP WITH TIME ZONE), once_key
+        FROM entry ORDER BY n
+        ON CONFLICT DO NOTHING
+        RETURNING type
+    ), numbered AS (
+        SELECT entry.event_id, entry.type,
+            row_number() OVER (ORDER BY entry.n) AS k, count(*) OVER () AS added
+        FROM entry JOIN logged ON logged.type = entry.type
+    ), counted AS (
+        INSERT INTO outbox_sequences (aggregate, aggregate_id, last_seq)
+        SELECT CAST(:aggregate AS VARCHAR), CAST(:order_id AS BIGINT), count(*)
+        FROM logged HAVING count(*) > 0
+        ON CONFLICT (aggregate, aggregate_id)
+        DO UPDATE SET last_seq = outbox_sequences.last_seq + EXCLUDED.last_seq
+        RETURNING last_seq
+    )
+    INSERT INTO outbox (event_id, aggregate, aggregate_id, seq, type, at, payload)
+    SELECT numbered.event_id, CAST(:aggregate AS VARCHAR), CAST(:order_id AS BIGINT),
+        counted.last_seq - numbered.added + numbered.k, numbered.type,
+        CAST(:at AS TIMESTAMP WITH TIME ZONE), CAST(:payload AS TEXT)
+    FROM numbered CROSS JOIN counted
+    ORDER BY numbered.k
+    RETURNING type
+    """
+)
+
+
+async def log_and_publish_many(
+    db: Db,
+    *,
+    order_id: int,
+    entries: Sequence[tuple[str, str, str | None]],
+    at: datetime,
+) -> list[str]:
+    """Several log entries of one order, `(type, detail, once_key)` each, with their
+    outbox events, in one statement (PostgreSQL only). Returns the types added, in order.
+
+    Each type appears once: an entry is matched to its outbox event by its type.
+    """
+    types = [type for type, _, _ in entries]
+    if len(set(types)) != len(types):
+        raise ValueError(f"each entry's type once per call: {types}")
+    for type in types:
+        subject_of(Aggregate.ORDER, type)  # refuse a type that cannot be published, now
+    result = await db.execute(
+        LOG_AND_PUBLISH_MANY,
+        {
+            "order_id": order_id,
+            "types": types,
+            "details": [detail for _, detail, _ in entries],
+            "once_keys": [once_key for _, _, once_key in entries],
+            "event_ids": [str(uuid.uuid4()) for _ in entries],
+            "at": at,
+            "aggregate": Aggregate.ORDER.value,
+            "payload": check_payload({}),
+        },
+    )
+    added = set(result.scalars())
+    return [type for type in types if type in added]
+
+
 async def log_and_publish(
     db: Db, *, order_id: int, type: str, detail: str, at: datetime, once_key: str | None
 ) -> bool:
