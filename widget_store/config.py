@@ -116,9 +116,31 @@ class Database:
 
     @property
     def async_url(self) -> str:
-        """The URL of the store's async engine (the DBOS datasource)."""
-        name = "sqlite+aiosqlite" if self.is_sqlite else "postgresql+psycopg"
-        return self.url.set(drivername=name).render_as_string(hide_password=False)
+        """The URL of the store's async engine: asyncpg on PostgreSQL, aiosqlite on SQLite.
+
+        asyncpg, not psycopg: the store's own statements run on the event loop, and
+        asyncpg's protocol is native code with each statement prepared once per
+        connection, where psycopg's async mode spent about a quarter of a purchase's
+        sampled CPU (bench/results/profile-summary.md). libpq's `sslmode` and
+        `connect_timeout` in the URL become asyncpg's `ssl` and `timeout`; its
+        `application_name` is a server setting there (`application_name`, below).
+        """
+        if self.is_sqlite:
+            return self.url.set(drivername="sqlite+aiosqlite").render_as_string(False)
+        renamed = {"sslmode": "ssl", "connect_timeout": "timeout"}
+        query = {
+            renamed.get(key, key): value
+            for key, value in self.url.query.items()
+            if key != "application_name"
+        }
+        url = self.url.set(drivername="postgresql+asyncpg", query=query)
+        return url.render_as_string(hide_password=False)
+
+    @property
+    def application_name(self) -> str:
+        """What the store's connections call themselves in `pg_stat_activity`."""
+        given = self.url.query.get("application_name")
+        return given if isinstance(given, str) and given else "widget-store"
 
     @property
     def sync_url(self) -> str:

@@ -124,6 +124,9 @@ def create_store_engine(settings: Settings) -> AsyncEngine:
     if not settings.database.is_sqlite:
         return create_async_engine(
             settings.database.async_url,
+            connect_args={
+                "server_settings": {"application_name": settings.database.application_name}
+            },
             pool_size=Pools.of(settings.db_pool_size).store,
             max_overflow=0,
             # No round trip to test each connection before use: a connection that died

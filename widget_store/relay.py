@@ -92,7 +92,9 @@ class Relay:
         engine = create_async_engine(
             self._database_url,
             poolclass=sa.pool.NullPool,
-            connect_args={"application_name": self.name} if is_postgres else {},
+            connect_args={"server_settings": {"application_name": self.name}}
+            if is_postgres
+            else {},
         )
         try:
             while True:

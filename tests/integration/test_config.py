@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 from widget_store.config import (
     DEMO_WEBHOOK_SECRET,
@@ -38,9 +39,18 @@ def test_a_plain_postgres_url_gets_the_right_driver_for_each_consumer(url: str) 
     database = Settings.from_env({"WIDGET_STORE_DATABASE_URL": url}).database
     assert not database.is_sqlite
     assert database.system_url.startswith("postgresql://u:p@db")
-    assert database.async_url.startswith("postgresql+psycopg://")
+    assert database.async_url.startswith("postgresql+asyncpg://u:p@db")
     assert database.sync_url.startswith("postgresql+psycopg://")
     assert "p@" not in database.describe()
+
+
+def test_libpq_options_in_the_url_reach_asyncpg_under_its_own_names() -> None:
+    url = "postgresql://u:p@db/shop?sslmode=require&connect_timeout=5&application_name=ws"
+    database = Settings.from_env({"WIDGET_STORE_DATABASE_URL": url}).database
+    store = sa.make_url(database.async_url)
+    assert dict(store.query) == {"ssl": "require", "timeout": "5"}
+    assert database.application_name == "ws"  # a server setting, for asyncpg
+    assert sa.make_url(database.sync_url).query["sslmode"] == "require"  # psycopg's own
 
 
 def test_a_sqlite_file_url_is_accepted_too() -> None:
@@ -103,7 +113,7 @@ def test_the_event_stream_is_off_until_a_nats_url_is_set() -> None:
     assert settings.nats_url == "nats://127.0.0.1:4222, nats://127.0.0.1:4223"
     assert settings.outbox_poll_s == 0.2
     assert settings.consumer_database is not None
-    assert settings.consumer_database.async_url == "postgresql+psycopg://u@h/projections"
+    assert settings.consumer_database.async_url == "postgresql+asyncpg://u@h/projections"
 
 
 PRODUCTION = {
