@@ -10,13 +10,19 @@ operations"), each with nothing inside: the start, a step (place_order), recv wi
 deadline woken by a send from outside the workflow (the webhook), two steps (ship_order,
 complete_dispatch) and the completion. No store can buy with these operations for less
 CPU than this, nor answer a checkout call (start to the first step's work done) sooner.
+A trip-shaped one (the start, three steps, the completion) is the floor under a trip.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -59,6 +65,12 @@ async def purchase_workflow() -> None:
     await purchase_step(2)  # complete_dispatch
 
 
+@DBOS.workflow(name="bench_trip")
+async def trip_workflow() -> None:
+    for i in range(3):  # book_car, book_hotel, book_flight
+        await empty_step(i)
+
+
 @DBOS.workflow(name="bench_steps")
 async def steps_workflow(kind: str) -> None:
     for i in range(STEPS_PER_WORKFLOW):
@@ -87,6 +99,29 @@ class PurchaseFloor:
     wall_ms_per_purchase: float
     checkout_call_ms: float  # median, start until the first step's body has run
     operations: int = 9  # start, 3 steps, recv (timer and message), send, completion
+
+
+@dataclass(frozen=True)
+class TripFloor:
+    """A trip's durable operations with nothing inside: the start, three steps, the end."""
+
+    kind: str
+    p50_ms: float  # start to result, one trip at a time
+    cpu_ms_per_trip: float
+    operations: int = 5
+
+
+async def _measure_trips(trips: int) -> TripFloor:
+    took: list[float] = []
+    cpu = time.process_time()
+    for n in range(trips):
+        started = time.perf_counter()
+        with SetWorkflowID(f"bench-trip-{n}-{time.time_ns()}"):
+            handle = await DBOS.start_workflow_async(trip_workflow)
+        await handle.get_result()
+        took.append((time.perf_counter() - started) * 1000)
+    took.sort()
+    return TripFloor("trip", took[len(took) // 2], (time.process_time() - cpu) * 1000 / trips)
 
 
 async def _measure_purchases(purchases: int) -> PurchaseFloor:
@@ -128,7 +163,7 @@ async def _measure(kind: str, workflows: int, counters: PostgresCounters | None)
 
 async def measure_floor(
     database_url: str, workflows: int = 30, *, count_commits: bool = True
-) -> list[Floor | PurchaseFloor]:
+) -> list[Floor | PurchaseFloor | TripFloor]:
     """Run in-process against `database_url` (its DBOS tables get a few rows). Counting
     commits waits 11 s per kind for PostgreSQL's statistics; CPU and wall do not need it."""
     global _datasource
@@ -146,8 +181,36 @@ async def measure_floor(
             await _measure("step", workflows, counting),
             await _measure("transaction", workflows, counting),
             await _measure_purchases(workflows * 3),
+            await _measure_trips(workflows * 3),
         ]
     finally:
         counters.close()
         DBOS.destroy()
         await _datasource.engine.dispose()
+
+
+def measured_apart(workflows: int) -> dict[str, float]:
+    """The floors, measured by `python -m bench floor` in a process of its own on a
+    PostgreSQL cluster of its own: an empty step's CPU and wall time, a purchase's and a
+    trip's operations with nothing inside."""
+    with tempfile.TemporaryDirectory(prefix="widget-store-floor-") as folder:
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "bench", "floor", "--workflows", str(workflows)),
+                *("--no-commits", "--results", folder),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        floors = json.loads((Path(folder) / "dbos-floor.json").read_text())["floors"]
+    by_kind = {floor["kind"]: floor for floor in floors}
+    step, purchase, trip = by_kind["step"], by_kind["purchase"], by_kind["trip"]
+    return {
+        **step,
+        "purchase_cpu_ms": purchase["cpu_ms_per_purchase"],
+        "purchase_wall_ms": purchase["wall_ms_per_purchase"],
+        "checkout_call_ms": purchase["checkout_call_ms"],
+        "trip_p50_ms": trip["p50_ms"],
+        "trip_cpu_ms": trip["cpu_ms_per_trip"],
+    }

@@ -211,7 +211,7 @@ def waiting(count: int, seconds: float, results: Path = RESULTS) -> None:
 def floor(results: Path = RESULTS, workflows: int = 30, *, count_commits: bool = True) -> None:
     import asyncio
 
-    from bench.dbos_floor import PurchaseFloor, measure_floor
+    from bench.dbos_floor import PurchaseFloor, TripFloor, measure_floor
     from tests.chaos.cluster import PrivateCluster
 
     cluster = PrivateCluster(durable=True, statements=True)
@@ -227,6 +227,12 @@ def floor(results: Path = RESULTS, workflows: int = 30, *, count_commits: bool =
                 f"  a purchase's {f.operations} operations, empty: CPU "
                 f"{f.cpu_ms_per_purchase:.1f} ms, wall {f.wall_ms_per_purchase:.1f} ms, "
                 f"start to first step {f.checkout_call_ms:.1f} ms"
+            )
+            continue
+        if isinstance(f, TripFloor):
+            print(
+                f"  a trip's {f.operations} operations, empty: p50 {f.p50_ms:.1f} ms, "
+                f"CPU {f.cpu_ms_per_trip:.1f} ms"
             )
             continue
         commits = "-" if f.commits_per_step is None else f"{f.commits_per_step:.1f}"

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.dbos_floor import measured_apart
 from bench.load import percentile
 from bench.report import RESULTS, save_json, target
 from bench.temporal_trip.shared import TripPolicy
@@ -60,6 +61,7 @@ class TripBench:
     temporal_unsandboxed: bool = False
     results: Path = RESULTS
     name: str = "trips"
+    engine_floor_trips: int = 30  # DBOS alone running empty trips, for the floor (0: skip)
 
     @classmethod
     def smoke(cls, results: Path, only: str | None = None) -> TripBench:
@@ -76,6 +78,7 @@ class TripBench:
             sticky_timeout_s=1.0,
             results=results,
             name="trips-smoke",
+            engine_floor_trips=3,
         )
 
 
@@ -92,6 +95,7 @@ class Side:
     kills: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
     floor_p50_ms: list[float] = field(default_factory=list)  # the services alone, per round
+    engine_floor_p50_ms: float | None = None  # DBOS alone, the trip's operations empty
 
     def median(self, level: int, key: str) -> float | None:
         """The median over the rounds of one figure of one load."""
@@ -203,6 +207,11 @@ async def measure(bench: TripBench) -> list[Side]:
     assert this is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
     try:
+        store = next((side for side in sides if side.name == "store" and side.system), None)
+        if store is not None and bench.engine_floor_trips:  # before anything else runs
+            floor = await asyncio.to_thread(measured_apart, bench.engine_floor_trips)
+            store.engine_floor_p50_ms = floor["trip_p50_ms"]
+            print(f"DBOS alone, a trip's operations empty: p50 {floor['trip_p50_ms']:.1f} ms")
         for side in sides:
             if side.system is None:
                 continue
@@ -264,6 +273,10 @@ def table(sides: list[Side], bench: TripBench) -> str:
         (
             "  the services alone, no engine (ms)",
             [_fmt(statistics.median(s.floor_p50_ms)) if s.floor_p50_ms else "-" for s in sides],
+        ),
+        (
+            "  DBOS alone, the 5 operations empty (ms)",
+            [_fmt(s.engine_floor_p50_ms) for s in sides],
         ),
         ("sequential p99 (ms)", [_fmt(s.median(SEQUENTIAL, "p99_ms")) for s in sides]),
     ]
@@ -346,6 +359,15 @@ def targets(sides: list[Side], bench: TripBench) -> str:
             unit="x",
         )
     )
+    if store.floor_p50_ms and store.engine_floor_p50_ms is not None:
+        services = statistics.median(store.floor_p50_ms)
+        floor = services + store.engine_floor_p50_ms
+        base = temporal.median(SEQUENTIAL, "p50_ms")
+        lines.append(
+            f"  under the store's p50, measured apart: the services alone {services:.1f} ms + "
+            f"DBOS alone {store.engine_floor_p50_ms:.1f} ms = {floor:.1f} ms"
+            + ("" if not base else f" = {floor / base:.2f}x Temporal's p50 (target 0.1x)")
+        )
     lines.append(
         target(
             f"throughput with {top} at once, times Temporal's",
@@ -393,6 +415,7 @@ def run(bench: TripBench) -> int:
                     "kills": side.kills,
                     "counts": side.counts,
                     "services_alone_p50_ms": side.floor_p50_ms,
+                    "engine_alone_p50_ms": side.engine_floor_p50_ms,
                     "errors": side.ledger.errors[:20],
                 }
                 for side in sides

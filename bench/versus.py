@@ -16,10 +16,6 @@ over the earlier one's, from the same run.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,6 +24,7 @@ from statistics import median
 from typing import Any
 
 from bench.baseline import BASELINE_COMMIT, Build, build, current_label
+from bench.dbos_floor import measured_apart
 from bench.report import RESULTS, save_json
 from bench.store import BenchStore, StoreOptions
 from bench.throughput import Level, run_level
@@ -279,33 +276,8 @@ def floor_table(rows: list[Row], floor: dict[str, float], old_label: str, new_la
 
 
 def measure_floor(workflows: int) -> dict[str, float]:
-    """DBOS's empty async step, from a process of its own on a cluster of its own."""
-    with tempfile.TemporaryDirectory(prefix="widget-store-floor-") as folder:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench",
-                "floor",
-                "--workflows",
-                str(workflows),
-                "--no-commits",
-                "--results",
-                folder,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-        floors = json.loads((Path(folder) / "dbos-floor.json").read_text())["floors"]
-    step: dict[str, float] = next(f for f in floors if f["kind"] == "step")
-    purchase = next(f for f in floors if f["kind"] == "purchase")
-    return {
-        **step,
-        "purchase_cpu_ms": purchase["cpu_ms_per_purchase"],
-        "purchase_wall_ms": purchase["wall_ms_per_purchase"],
-        "checkout_call_ms": purchase["checkout_call_ms"],
-    }
+    """DBOS's own floor, from a process of its own on a cluster of its own."""
+    return measured_apart(workflows)
 
 
 def dbos_floor_table(rows: list[Row], floor: dict[str, float], new_label: str) -> str:
