@@ -210,8 +210,9 @@ class OrderProjector:
             return
         try:
             outcome = await self.apply(event)
-        except sa.exc.SQLAlchemyError as error:
-            # Not applied; JetStream redelivers it after a pause.
+        except (sa.exc.SQLAlchemyError, ConnectionError) as error:
+            # Not applied (a refused connection comes unwrapped from asyncpg); JetStream
+            # redelivers it after a pause.
             log.warning("order %s #%s not applied: %s", event.aggregate_id, event.seq, error)
             await message.nak(delay=EARLY_RETRY_S)
             return

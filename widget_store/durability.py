@@ -248,12 +248,32 @@ DB_RETRY_FIRST_S = 0.5
 DB_RETRY_BACKOFF = 2.0
 
 
+# SQLSTATE classes that mean "the database cannot serve this connection now": a lost or
+# refused connection (08), too many connections or no resources (53), the server shutting
+# down or starting up (57P01-57P03). psycopg raises these as OperationalError; asyncpg's
+# errors reach SQLAlchemy as a plain DBAPIError carrying the code.
+UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03")
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database is out of reach for now (retry, or answer 503),
+    rather than that a statement is wrong."""
+    if isinstance(error, sa.exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        if isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError):
+            return True
+        code = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+        return isinstance(code, str) and code.startswith(UNAVAILABLE_SQLSTATES)
+    # A new connection refused or reset (PostgreSQL restarting): asyncpg raises the
+    # socket's error itself, and SQLAlchemy passes it on unwrapped.
+    return isinstance(error, ConnectionError)
+
+
 def database_blip(error: BaseException) -> bool:
     """Whether `error` is the database being unreachable for a moment, not a bug."""
-    if isinstance(error, sa.exc.DBAPIError):
-        return error.connection_invalidated or isinstance(
-            error, sa.exc.OperationalError | sa.exc.InterfaceError
-        )
+    if database_unavailable(error):
+        return True
     return isinstance(error, sa.exc.TimeoutError)  # no pooled connection came free in time
 
 

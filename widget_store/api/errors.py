@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from widget_store.domain import (
@@ -35,6 +35,7 @@ from widget_store.domain import (
     UnknownProduct,
     WebhookMismatch,
 )
+from widget_store.durability import database_unavailable
 
 log = logging.getLogger("widget_store.api")
 
@@ -109,15 +110,25 @@ async def invalid_signature(request: Request, error: Exception) -> JSONResponse:
 
 
 async def database_error(request: Request, error: Exception) -> JSONResponse:
-    log.error("database error on %s %s: %s", request.method, request.url.path, type(error).__name__)
-    unavailable = isinstance(error, OperationalError | InterfaceError) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated
+    code = getattr(getattr(error, "orig", None), "sqlstate", None) or "-"
+    log.error(
+        "database error on %s %s: %s (SQLSTATE %s)",
+        *(request.method, request.url.path, type(error).__name__, code),
     )
-    if unavailable:
+    if database_unavailable(error):
         return JSONResponse(
             {"detail": "the database is unavailable; try again shortly"}, 503, {"Retry-After": "1"}
         )
     return JSONResponse({"detail": "internal error"}, 500)
+
+
+async def database_unreachable(request: Request, error: Exception) -> JSONResponse:
+    # asyncpg raises the socket's own error (refused, reset) when a new connection
+    # cannot be made, as while PostgreSQL restarts; SQLAlchemy passes it on unwrapped.
+    log.error("database unreachable on %s %s: %r", request.method, request.url.path, error)
+    return JSONResponse(
+        {"detail": "the database is unavailable; try again shortly"}, 503, {"Retry-After": "1"}
+    )
 
 
 async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
@@ -140,4 +151,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidSignature, invalid_signature)
     app.add_exception_handler(DBAPIError, database_error)
     app.add_exception_handler(PoolTimeout, pool_exhausted)
+    app.add_exception_handler(ConnectionError, database_unreachable)
     app.add_exception_handler(Exception, unexpected_error)
