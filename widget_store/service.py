@@ -186,11 +186,14 @@ async def _accept_payment_verdict(
 ) -> dict[str, Any]:
     now = datetime.now(UTC)
     repeated = False
+    event = OrderEvent.CHARGED if verdict is PaymentVerdict.PAID else OrderEvent.CHARGE_FAILED
+    detail = "" if verdict is PaymentVerdict.PAID else reason_for(verdict).value
     async with services().writer.begin() as conn:
-        # The usual delivery (new, in time, the right amount) in two statements; anything
-        # else is worked out below, in the same transaction.
+        # The usual delivery (new, in time, the right amount), decided and logged in one
+        # statement on PostgreSQL; anything else is worked out below, in the same
+        # transaction.
         order = await queries.claim_first_verdict(
-            conn, payment_id, verdict, event_id, amount_cents, now
+            conn, payment_id, verdict, event_id, amount_cents, now, log=(event, detail)
         )
         claimed = order is not None
         if order is None:
@@ -204,12 +207,9 @@ async def _accept_payment_verdict(
                     f"amount {amount_cents} does not match the order total {order.total_cents}"
                 )
             claimed = await queries.claim_verdict(conn, payment_id, verdict, event_id, now)
+            if claimed:
+                await queries.append_event(conn, order.order_id, event, detail)
         if claimed:
-            event = (
-                OrderEvent.CHARGED if verdict is PaymentVerdict.PAID else OrderEvent.CHARGE_FAILED
-            )
-            detail = "" if verdict is PaymentVerdict.PAID else reason_for(verdict).value
-            await queries.append_event(conn, order.order_id, event, detail)
             metrics.payment_waited((now - order.created_at).total_seconds())
         else:
             current = await queries.order_by_payment(conn, payment_id)

@@ -9,6 +9,7 @@ it, simply run again; the WHERE clause of each says how.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -29,6 +30,7 @@ from widget_store.domain import (
     ShortItem,
     shortages,
 )
+from widget_store.events import Aggregate, check_payload, subject_of
 from widget_store.queries._base import TERMINAL, Db, changed_one_row, utcnow
 from widget_store.queries.outbox import (
     add_event,
@@ -36,7 +38,14 @@ from widget_store.queries.outbox import (
     log_and_publish,
     log_and_publish_many,
 )
-from widget_store.schema import order_events, order_items, orders, products, webhook_events
+from widget_store.schema import (
+    UTCDateTime,
+    order_events,
+    order_items,
+    orders,
+    products,
+    webhook_events,
+)
 
 # Log entries that may legitimately repeat in one order's history.
 REPEATABLE_EVENTS = frozenset({OrderEvent.COMPENSATION_PARKED, OrderEvent.COMPENSATION_RETRIED})
@@ -317,16 +326,43 @@ async def claim_first_verdict(
     event_id: str,
     amount_cents: int,
     now: datetime,
+    *,
+    log: tuple[OrderEvent, str],
 ) -> Any:
-    """The usual webhook in two statements: a new event, in time, for the order's total.
+    """The usual webhook: a new event, in time, for the order's total, decided and logged.
 
     Notes the event (an insert keyed by its ID) and, only if it is new, decides the
-    payment with claim_verdict's conditional UPDATE, narrowed to the right amount.
-    Returns the order (its ID, checkout key and creation time) if both happened; None
-    if anything was unusual (a repeated or reused event, an unknown payment, a wrong
-    amount, a payment already decided or past its deadline), for the caller to work out
-    which, in the same transaction, the long way.
+    payment with claim_verdict's conditional UPDATE, narrowed to the right amount, and
+    logs `log` (event, detail) with its outbox event. On PostgreSQL all of it is one
+    statement; elsewhere three. Returns the order (its ID, checkout key and creation
+    time) if it was decided; None if anything was unusual (a repeated or reused event,
+    an unknown payment, a wrong amount, a payment already decided or past its deadline),
+    with nothing but the event's note written, for the caller to work out which, in the
+    same transaction, the long way.
     """
+    event, detail = log
+    if is_postgres(db):
+        subject_of(Aggregate.ORDER, event.value)  # refuse a type that cannot be published
+        result = await db.execute(
+            CLAIM_AND_LOG,
+            {
+                "event_id": event_id,
+                "payment_id": payment_id,
+                "now": now,
+                "verdict": verdict.value,
+                "captured": verdict is PaymentVerdict.PAID,
+                "captured_state": PaymentState.CAPTURED.value,
+                "awaiting": PaymentVerdict.AWAITING.value,
+                "amount": amount_cents,
+                "type": event.value,
+                "detail": detail,
+                "once_key": None if event in REPEATABLE_EVENTS else event.value,
+                "aggregate": Aggregate.ORDER.value,
+                "outbox_event_id": str(uuid.uuid4()),
+                "payload": check_payload({}),
+            },
+        )
+        return result.one_or_none()
     noted = await db.execute(
         _insert_ignoring_duplicates(db, webhook_events)
         .values(event_id=event_id, payment_id=payment_id, received_at=now)
@@ -352,7 +388,65 @@ async def claim_first_verdict(
         .values(**values)
         .returning(orders.c.order_id, orders.c.checkout_key, orders.c.created_at)
     )
-    return result.one_or_none()
+    order = result.one_or_none()
+    if order is not None:
+        await append_event(db, order.order_id, event, detail)
+    return order
+
+
+# claim_first_verdict on PostgreSQL: the event noted, the verdict claimed only if the
+# event was new, and the log entry with its outbox event (as LOG_AND_PUBLISH writes them)
+# only if the verdict was claimed, in one statement. Every part that did not happen
+# leaves the next with no rows: an unusual delivery writes at most the note of its new
+# event, which the caller's long way then finds, in the same transaction.
+CLAIM_AND_LOG = sa.text(
+    """
+    WITH noted AS (
+        INSERT INTO webhook_events (event_id, payment_id, received_at)
+        VALUES (:event_id, :payment_id, CAST(:now AS TIMESTAMP WITH TIME ZONE))
+        ON CONFLICT DO NOTHING
+        RETURNING event_id
+    ), claimed AS (
+        UPDATE orders SET
+            payment_verdict = CAST(:verdict AS VARCHAR),
+            payment_event_id = CAST(:event_id AS VARCHAR),
+            updated_at = CAST(:now AS TIMESTAMP WITH TIME ZONE),
+            payment_state = CASE WHEN CAST(:captured AS BOOLEAN)
+                THEN CAST(:captured_state AS VARCHAR) ELSE payment_state END
+        WHERE payment_id = CAST(:payment_id AS VARCHAR)
+            AND payment_verdict = CAST(:awaiting AS VARCHAR)
+            AND payment_deadline > CAST(:now AS TIMESTAMP WITH TIME ZONE)
+            AND total_cents = CAST(:amount AS INTEGER)
+            AND EXISTS (SELECT 1 FROM noted)
+        RETURNING order_id, checkout_key, created_at
+    ), logged AS (
+        INSERT INTO order_events (order_id, type, detail, at, once_key)
+        SELECT order_id, CAST(:type AS VARCHAR), CAST(:detail AS TEXT),
+            CAST(:now AS TIMESTAMP WITH TIME ZONE), CAST(:once_key AS VARCHAR)
+        FROM claimed
+        ON CONFLICT DO NOTHING
+        RETURNING order_id
+    ), counted AS (
+        INSERT INTO outbox_sequences (aggregate, aggregate_id, last_seq)
+        SELECT CAST(:aggregate AS VARCHAR), order_id, 1 FROM logged
+        ON CONFLICT (aggregate, aggregate_id)
+        DO UPDATE SET last_seq = outbox_sequences.last_seq + 1
+        RETURNING aggregate_id, last_seq
+    ), published AS (
+        INSERT INTO outbox (event_id, aggregate, aggregate_id, seq, type, at, payload)
+        SELECT CAST(:outbox_event_id AS VARCHAR), CAST(:aggregate AS VARCHAR), aggregate_id,
+            last_seq, CAST(:type AS VARCHAR), CAST(:now AS TIMESTAMP WITH TIME ZONE),
+            CAST(:payload AS TEXT)
+        FROM counted
+        RETURNING seq
+    )
+    SELECT order_id, checkout_key, created_at FROM claimed
+    """
+).columns(
+    sa.column("order_id", sa.BigInteger),
+    sa.column("checkout_key", sa.String),
+    sa.column("created_at", UTCDateTime),
+)
 
 
 async def remember_webhook_event(db: Db, event_id: str, payment_id: str, now: datetime) -> str:
