@@ -188,6 +188,24 @@ class PlacedOrder:
 
 
 @dataclass(frozen=True)
+class OrderSnapshot:
+    """An order as the step that just committed it knows it: what the checkout call
+    answers with, handed to it in-process with the news, so that it need not read the
+    row back (the same fields as the row's)."""
+
+    order_id: int
+    fingerprint: str
+    status: str
+    payment_id: str
+    payment_url: str | None
+    access_token: str
+    payment_verdict: str | None
+    reservation: str
+    cancel_reason: str | None = None
+    short_items: str | None = None  # JSON, as in the row; None when the stock was held
+
+
+@dataclass(frozen=True)
 class Shipment:
     """Version 0.1's create_shipment output (kept for the checkouts it started)."""
 

@@ -30,12 +30,16 @@ _waiters: defaultdict[Key, set[News]] = defaultdict(set)
 _lock = threading.Lock()
 
 
-def announce(*keys: Key) -> None:
-    """Wake whoever waits for news of these orders or checkout keys (call after commit)."""
+def announce(*keys: Key, note: object | None = None) -> None:
+    """Wake whoever waits for news of these orders or checkout keys (call after commit).
+
+    `note` is what the announcer knows the news to be (the order as it committed it), for
+    a waiter that can use it instead of reading the database; the others ignore it.
+    """
     with _lock:
         to_wake = [news for key in keys for news in _waiters.get(key, ())]
     for news in to_wake:
-        news._announce()
+        news._announce(note)
 
 
 def recheck_s(workers: int) -> float:
@@ -50,10 +54,20 @@ class News:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._note: object | None = None
 
-    def _announce(self) -> None:
+    def _announce(self, note: object | None) -> None:
         with contextlib.suppress(RuntimeError):  # the waiter's loop closed: nobody to wake
-            self._loop.call_soon_threadsafe(self._event.set)
+            self._loop.call_soon_threadsafe(self._noted, note)
+
+    def _noted(self, note: object | None) -> None:
+        self._note = note  # the latest news's note, or None if it came without one
+        self._event.set()
+
+    def take_note(self) -> object | None:
+        """The note that came with the latest news (once), or None."""
+        note, self._note = self._note, None
+        return note
 
     async def next(self, timeout_s: float) -> bool:
         """Wait for news announced since the last call: True if some came in time."""

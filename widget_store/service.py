@@ -27,6 +27,7 @@ from widget_store.domain import (
     DeadLetterNotParked,
     IdempotencyConflict,
     OrderEvent,
+    OrderSnapshot,
     OrderStatus,
     OutOfStock,
     PaymentAmountMismatch,
@@ -123,8 +124,11 @@ async def _start_checkout(checkout_key: str, request: CheckoutRequest) -> Checko
             if news_first:
                 news_first = False
                 await news.next(max(0.0, min(deadline - time.monotonic(), CHECKOUT_RECHECK_S)))
-            async with reading(engine).connect() as conn:
-                order = await queries.order_by_key(conn, checkout_key)
+            # News from this process's own step says what it committed: no read then.
+            order = news.take_note()
+            if not isinstance(order, OrderSnapshot):
+                async with reading(engine).connect() as conn:
+                    order = await queries.order_by_key(conn, checkout_key)
             if order is not None and _placed(order):
                 break
             if order is None and await _ended(checkout_key):

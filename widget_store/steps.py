@@ -25,6 +25,7 @@ from widget_store.domain import (
     CheckoutRequest,
     CreatedOrder,
     OrderEvent,
+    OrderSnapshot,
     OrderStatus,
     PaymentState,
     PaymentVerdict,
@@ -151,7 +152,20 @@ async def place_order(checkout_key: str, request: CheckoutRequest) -> PlacedOrde
             )
         )
         async with write() as db:
-            await queries.set_payment_url(db, order_id, payment_url)
+            fresh = await queries.set_payment_url(db, order_id, payment_url)
+        if created and fresh:  # all of it this run's: the checkout call needs no read
+            note = OrderSnapshot(
+                order_id=order_id,
+                fingerprint=request.fingerprint(),
+                status=OrderStatus.PENDING.value,
+                payment_id=row.payment_id,
+                payment_url=payment_url,
+                access_token=row.access_token,
+                payment_verdict=PaymentVerdict.AWAITING.value,
+                reservation=Reservation.HELD.value,
+            )
+            order_watch.announce(order_id, checkout_key, note=note)
+            return PlacedOrder(order, (), expires_at)
     order_watch.announce(order_id, checkout_key)
     return PlacedOrder(order, (), expires_at)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
+import pytest
 from dbos import DBOS
 
 from tests.helpers import Store, cart, eventually, new_key
+from widget_store import queries
 from widget_store.config import Settings
 
 TARGET = 10  # at most this many durable operations per paid purchase (issue 10)
@@ -46,3 +49,26 @@ def test_a_purchase_whose_dispatch_takes_no_time_skips_the_sleep(settings: Setti
         steps = [step["function_name"] for step in DBOS.list_workflow_steps(key)]
 
     assert steps.count("DBOS.sleep") == 1, steps  # only the payment deadline's timer
+
+
+def test_a_new_checkout_is_answered_without_reading_its_order_back(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """place_order knows what it committed, and hands it to the waiting checkout call."""
+    reads: list[str] = []
+    read_by_key = queries.order_by_key
+
+    async def counted(db: Any, checkout_key: str) -> Any:
+        reads.append(checkout_key)
+        return await read_by_key(db, checkout_key)
+
+    with Store.running(settings) as store:
+        monkeypatch.setattr(queries, "order_by_key", counted)
+        key = new_key()
+        placed = store.checkout(cart((1, 1)), key=key).json()
+        again = store.checkout(cart((1, 1)), key=key).json()  # the same key: read, as before
+
+    assert reads == [key]
+    assert placed["status"] == "PENDING" and placed["payment_url"]
+    assert placed["order_token"] and placed["order_url"].endswith(placed["order_token"])
+    assert again == placed
