@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
 from widget_store import queries
 from widget_store.config import Database
@@ -169,21 +169,27 @@ def test_two_transactions_writing_one_orders_events_queue_instead_of_colliding(
     assert run_on(postgres_url, scenario) == [("order", 5, 1), ("order", 5, 2)]
 
 
+async def new_order(conn: AsyncConnection, checkout_key: str) -> int:
+    """A PENDING order of one line, as place_order creates it."""
+    order_id, _ = await queries.insert_order(
+        conn,
+        checkout_key=checkout_key,
+        fingerprint="f",
+        lines=[PricedLine(1, 1, 100)],
+        total_cents=100,
+        shipping_address="1 Main Street",
+        payment_id=f"pay_{checkout_key}",
+        access_token="t",
+    )
+    return order_id
+
+
 def test_a_log_entry_written_again_by_a_rerun_step_goes_to_the_outbox_once(
     database_url: str,
 ) -> None:
     async def scenario(engine: AsyncEngine) -> tuple[list[bool], list[tuple[str, int, int]]]:
         async with engine.begin() as conn:
-            order_id, _ = await queries.insert_order(
-                conn,
-                checkout_key="rerun",
-                fingerprint="f",
-                lines=[PricedLine(1, 1, 100)],
-                total_cents=100,
-                shipping_address="1 Main Street",
-                payment_id="pay_rerun",
-                access_token="t",
-            )
+            order_id = await new_order(conn, "rerun")
         added = []
         for _run in range(2):  # the step committed, died before its checkpoint, ran again
             async with engine.begin() as conn:
@@ -202,16 +208,7 @@ def test_several_log_entries_at_once_go_in_order_once_each_with_their_events_num
         engine: AsyncEngine,
     ) -> tuple[list[list[OrderEvent]], list[str], list[tuple[str, str, int]]]:
         async with engine.begin() as conn:
-            order_id, _ = await queries.insert_order(
-                conn,
-                checkout_key="many",
-                fingerprint="f",
-                lines=[PricedLine(1, 1, 100)],
-                total_cents=100,
-                shipping_address="1 Main Street",
-                payment_id="pay_many",
-                access_token="t",
-            )
+            order_id = await new_order(conn, "many")
             await queries.append_event(conn, order_id, OrderEvent.ORDER_CREATED)
         entries = [
             (OrderEvent.RESERVED, ""),
