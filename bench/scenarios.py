@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.report import (
     RESULTS,
@@ -79,29 +80,15 @@ def observability(
     print()
     print(cost.table(comparisons))
     print(cost.per_operation_table(figures, min(cpu_off) if cpu_off else None))
-    worst = min(comparisons, key=lambda c: c.paired_change_pct)
-    print(
-        target(
-            f"purchases/s with them vs without ({worst.shoppers} shoppers, worst, paired)",
-            100 + worst.paired_change_pct,
-            90,
-            at_most=False,
-            unit="%",
-        )
-    )
-    save_json(
+    plan = {"workers": workers, "seconds_per_run": seconds, "rounds": rounds}
+    _paired_verdict_saved(
+        "with them vs without",
+        comparisons,
         name,
-        {
-            "workers": workers,
-            "seconds_per_run": seconds,
-            "rounds": rounds,
-            "control": control,
-            "levels": [c.to_json() for c in comparisons],
-            "per_operation": figures,
-        },
+        {**plan, "control": control},
+        {"per_operation": figures},
         results,
     )
-    print(f"saved {results / (name + '.json')}")
 
 
 def relay(
@@ -124,26 +111,31 @@ def relay(
     comparisons = relay_cost.compare(levels, seconds, rounds, workers, settle_s=settle_s)
     print()
     print(cost.table(comparisons))
+    plan = {"workers": workers, "seconds_per_run": seconds, "rounds": rounds}
+    _paired_verdict_saved("relaying vs not", comparisons, name, plan, {}, results)
+
+
+def _paired_verdict_saved(
+    what: str,
+    comparisons: list[Any],
+    name: str,
+    plan: dict[str, Any],
+    extra: dict[str, Any],
+    results: Path,
+) -> None:
+    """An off/on comparison's verdict (its worst level, paired, against 90 %), saved."""
     worst = min(comparisons, key=lambda c: c.paired_change_pct)
     print(
         target(
-            f"purchases/s relaying vs not ({worst.shoppers} shoppers, worst, paired)",
+            f"purchases/s {what} ({worst.shoppers} shoppers, worst, paired)",
             100 + worst.paired_change_pct,
             90,
             at_most=False,
             unit="%",
         )
     )
-    save_json(
-        name,
-        {
-            "workers": workers,
-            "seconds_per_run": seconds,
-            "rounds": rounds,
-            "levels": [c.to_json() for c in comparisons],
-        },
-        results,
-    )
+    levels = [c.to_json() for c in comparisons]
+    save_json(name, {**plan, "levels": levels, **extra}, results)
     print(f"saved {results / (name + '.json')}")
 
 
