@@ -17,6 +17,7 @@ from widget_store.api import COMMON_ERRORS, api_router
 from widget_store.api import faults as faults_api
 from widget_store.api import metrics as metrics_api
 from widget_store.api.errors import install_error_handlers
+from widget_store.catalog import KnownProducts
 from widget_store.config import Settings
 from widget_store.jetstream import JetStreamBroker
 from widget_store.legacy import v1 as legacy_v1
@@ -78,6 +79,7 @@ def create_app(
         app.state.settings = settings
         app.state.engine = engine
         app.state.provider = provider
+        app.state.known_products = KnownProducts()
         progress = app.state.progress = Progress()
         durability.install(
             durability.CheckoutServices(

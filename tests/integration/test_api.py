@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tests.helpers import Store, cart, new_key
 
@@ -91,6 +92,34 @@ def test_an_unknown_product_in_the_cart_is_422(store: Store) -> None:
     assert response.status_code == 422
     assert response.json()["detail"] == "unknown product: 999"
     assert store.scalar("SELECT count(*) FROM orders") == 0
+
+
+def test_the_checkout_reads_the_catalog_only_for_products_it_has_not_found_before(
+    store: Store,
+) -> None:
+    price_reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if "price_cents" in statement and "FROM products" in statement:
+            price_reads.append(statement)
+
+    engine = store.client.app.state.engine.sync_engine  # type: ignore[attr-defined]
+    sa.event.listen(engine, "before_cursor_execute", count)
+
+    def reads_for(*lines: tuple[int, int]) -> tuple[int, int]:
+        price_reads.clear()
+        response = store.checkout(cart(*lines))
+        return response.status_code, len(price_reads)
+
+    assert reads_for((1, 1)) == (200, 2)  # the route's check, then place_order's prices
+    assert reads_for((1, 1)) == (200, 1)  # found before: place_order's prices only
+    assert reads_for((1, 1), (999, 1)) == (422, 1)  # an unknown product is read each time
+    assert reads_for((999, 1)) == (422, 1)
+    store.execute(
+        "INSERT INTO products (product_id, sku, name, description, price_cents, inventory)"
+        " VALUES (1000, 'NEW-1', 'New', 'added while the store runs', 500, 5)"
+    )
+    assert reads_for((1000, 1)) == (200, 2)  # added since: found at once
 
 
 def test_duplicate_product_lines_are_422(store: Store) -> None:

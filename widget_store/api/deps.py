@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from widget_store.catalog import KnownProducts
 from widget_store.config import Settings
 from widget_store.durability import reading
 from widget_store.durability import writer as writing
@@ -21,6 +22,12 @@ def settings(request: Request) -> Settings:
 
 def engine(request: Request) -> AsyncEngine:
     value: AsyncEngine = request.app.state.engine
+    return value
+
+
+def known_products(request: Request) -> KnownProducts:
+    """The products this app has found in the catalog (widget_store/catalog.py)."""
+    value: KnownProducts = request.app.state.known_products
     return value
 
 
@@ -64,4 +71,5 @@ SettingsDep = Annotated[Settings, Depends(settings)]
 Admin = Depends(require_admin)
 Reader = Annotated[AsyncConnection, Depends(reader)]
 Engine = Annotated[AsyncEngine, Depends(engine)]
+KnownProductsDep = Annotated[KnownProducts, Depends(known_products)]
 Writer = Annotated[AsyncConnection, Depends(writer)]

@@ -7,11 +7,20 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from widget_store import order_watch, queries, service
-from widget_store.api.deps import Admin, Engine, Reader, SettingsDep, has_admin_token, same_secret
+from widget_store.api.deps import (
+    Admin,
+    Engine,
+    KnownProductsDep,
+    Reader,
+    SettingsDep,
+    has_admin_token,
+    same_secret,
+)
 from widget_store.api.models import CheckoutIn, CheckoutOut, ErrorOut, OrderOut, OrderPageOut
+from widget_store.catalog import KnownProducts
 from widget_store.domain import (
     CheckoutRequest,
     LineItem,
@@ -57,30 +66,40 @@ MAX_WAIT_S = 30.0
 async def start_checkout(
     idempotency_key: IdempotencyKey,
     engine: Engine,
+    known: KnownProductsDep,
     cart: Annotated[CheckoutIn | None, Body()] = None,
 ) -> dict[str, Any]:
     """Create the order and hold its stock; reply with where to pay and how to follow it."""
     # Admitted first, so that a burst past the bound costs no database work at all.
     async with service.checkout_admitted():
-        async with reading(engine).connect() as db:  # not held while the saga works
-            request = await _checkout_request(db, cart or CheckoutIn())
+        request = await _checkout_request(engine, known, cart or CheckoutIn())
         view = await service.start_checkout(idempotency_key, request)
     return asdict(view)
 
 
-async def _checkout_request(db: AsyncConnection, cart: CheckoutIn) -> CheckoutRequest:
+async def _checkout_request(
+    engine: AsyncEngine, known: KnownProducts, cart: CheckoutIn
+) -> CheckoutRequest:
+    """The cart as a checkout request, every product in it checked against the catalog
+    (read only for products this process has not found before; not held while the
+    saga works)."""
     if cart.items is None:
-        product = await queries.first_product(db)
+        async with reading(engine).connect() as db:
+            product = await queries.first_product(db)
         if product is None:
             raise HTTPException(409, "the catalog is empty")
         items = [LineItem(product.product_id, 1)]
     else:
         items = [LineItem(line.product_id, line.quantity) for line in cart.items]
     request = CheckoutRequest.of(items, cart.shipping_address)
-    known = await queries.prices_of(db, [line.product_id for line in request.items])
-    unknown = [line.product_id for line in request.items if line.product_id not in known]
-    if unknown:
-        raise UnknownProduct(unknown)
+    unseen = known.unseen(line.product_id for line in request.items)
+    if unseen:
+        async with reading(engine).connect() as db:
+            found = await queries.prices_of(db, unseen)
+        known.found(found)
+        unknown = [product_id for product_id in unseen if product_id not in found]
+        if unknown:
+            raise UnknownProduct(unknown)
     return request
 
 
