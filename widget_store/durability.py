@@ -174,6 +174,10 @@ def reading(engine: AsyncEngine) -> AsyncEngine:
     local, no round trip)."""
     if engine.dialect.name != "postgresql":
         return engine
+    return _autocommit(engine)
+
+
+def _autocommit(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
@@ -235,6 +239,24 @@ async def write() -> AsyncIterator[AsyncConnection]:
     """One short transaction on the store's database, for a step's idempotent writes."""
     async with services().writer.begin() as conn:
         yield conn
+
+
+@asynccontextmanager
+async def write_alone() -> AsyncIterator[AsyncConnection]:
+    """A connection for a step's write that is one statement, its own transaction.
+
+    On PostgreSQL the connection is in autocommit: the statement commits by itself, one
+    round trip where BEGIN, the statement and COMMIT take three. Use it only where each
+    statement stands on its own (a second statement would commit apart from the
+    first). SQLite keeps its transaction, begun as a writer (its BEGIN is local).
+    """
+    engine = services().engine
+    if engine.dialect.name != "postgresql":
+        async with writer(engine).begin() as conn:
+            yield conn
+    else:
+        async with _autocommit(engine).connect() as conn:
+            yield conn
 
 
 # --- steps ----------------------------------------------------------------------------

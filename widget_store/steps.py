@@ -40,7 +40,7 @@ from widget_store.domain import (
     order_total,
     price_lines,
 )
-from widget_store.durability import services, step, write
+from widget_store.durability import services, step, write, write_alone
 from widget_store.metrics import CompensationResult, Outcome
 from widget_store.payments import PaymentGivenBack, PaymentProviderUnavailable, PaymentRequest
 from widget_store.payments import ProviderState as Provider
@@ -91,15 +91,17 @@ class _Placed(NamedTuple):
 async def place_order(checkout_key: str, request: CheckoutRequest) -> PlacedOrder:
     """Create the order, hold its stock and open its payment, then register the payment.
 
-    The first three touch only the store's tables, so they share one transaction; the
-    provider is called after it commits, so a payment exists at the provider only for
-    an order whose payment the store has opened. Out of stock, the order stays PENDING
-    with nothing held, for the saga to cancel.
+    The first three touch only the store's tables, so they share one transaction: the
+    order is inserted holding its stock and waiting for its payment, and the stock is
+    taken before it commits. The provider is called after it commits, so a payment
+    exists at the provider only for an order whose payment the store has opened. Out of
+    stock, the order stays PENDING, SHORT with no payment, for the saga to cancel.
 
-    A second run changes nothing: the order is an insert keyed by the checkout key
-    (the second run finds the first's order, payment ID and token); the stock and the
-    payment move along their state columns once; each log entry is once-only; the
-    provider opens one payment per payment ID; the page's address is recorded once.
+    A second run changes nothing: the order is an insert keyed by the checkout key, and
+    the stock, the payment and the log are written in the transaction that inserts it,
+    so a second run finds all of it (the first run's payment ID, token and deadline)
+    and writes none of it again; the provider opens one payment per payment ID; the
+    page's address is recorded once.
     """
     svc = services()
     async with write() as db:
@@ -107,6 +109,7 @@ async def place_order(checkout_key: str, request: CheckoutRequest) -> PlacedOrde
         lines = price_lines(request.items, prices)  # an unknown product raises here
         total = order_total(lines)
         payment_id, access_token = f"pay_{secrets.token_hex(12)}", secrets.token_urlsafe(24)
+        deadline = datetime.now(UTC) + timedelta(seconds=svc.payment_timeout_s)
         order_id, created = await queries.insert_order(
             db,
             checkout_key=checkout_key,
@@ -116,24 +119,22 @@ async def place_order(checkout_key: str, request: CheckoutRequest) -> PlacedOrde
             shipping_address=request.shipping_address,
             payment_id=payment_id,
             access_token=access_token,
+            payment_deadline=deadline,
         )
-        log = [(OrderEvent.ORDER_CREATED, f"total {total} cents")]
-        short = await queries.reserve_stock(db, order_id, request.items)
-        opened = False
-        if short:
-            log.append((OrderEvent.RESERVE_FAILED, describe_shortages(short)))
-        else:
-            log.append((OrderEvent.RESERVED, ""))
-            deadline = datetime.now(UTC) + timedelta(seconds=svc.payment_timeout_s)
-            opened = await queries.open_payment(db, order_id, deadline)
-            if opened:
+        if created:  # all of it written just now: nothing to read back
+            short = await queries.hold_stock(db, order_id, request.items)
+            log = [(OrderEvent.ORDER_CREATED, f"total {total} cents")]
+            if short:
+                log.append((OrderEvent.RESERVE_FAILED, describe_shortages(short)))
+            else:
+                log.append((OrderEvent.RESERVED, ""))
                 log.append((OrderEvent.PAYMENT_OPENED, f"waiting until {deadline.isoformat()}"))
-        await queries.append_events(db, order_id, log)  # in this order, once each
-        if created and (opened or short):  # all of it written just now: nothing to read
-            placed = deadline if opened else None
+            await queries.append_events(db, order_id, log)  # in this order, once each
+            placed = None if short else deadline
             row = _Placed(payment_id, total, request.shipping_address, access_token, None, placed)
-        else:  # a second run: the first run's payment ID, token, deadline and page stand
+        else:  # a second run: the first run's transaction wrote all of it, log included
             row = await _order(db, checkout_key)
+            short = queries.short_items_of(row)
     order = CreatedOrder(order_id, row.payment_id, row.total_cents, row.shipping_address)
     if short:
         order_watch.announce(order_id, checkout_key)
@@ -151,7 +152,7 @@ async def place_order(checkout_key: str, request: CheckoutRequest) -> PlacedOrde
                 return_url=order_url(order_id, row.access_token),
             )
         )
-        async with write() as db:
+        async with write_alone() as db:
             fresh = await queries.set_payment_url(db, order_id, payment_url)
         if created and fresh:  # all of it this run's: the checkout call needs no read
             note = OrderSnapshot(
@@ -221,31 +222,26 @@ async def ship_order(order: CreatedOrder) -> ShippingOutcome:
                 break
             await asyncio.sleep(delay)
             delay *= 2
-    async with write() as db:
+    async with write_alone() as db:  # each statement below stands alone
         if tracking is None:
             detail = refusal[:500]
             await queries.append_event(db, order.order_id, OrderEvent.SHIPMENT_FAILED, detail)
             outcome = ShippingOutcome(attempts, refusal=refusal)
         else:
             eta = datetime.now(UTC) + timedelta(seconds=svc.dispatch_s)
-            marked = await queries.set_status(
+            tries = "" if attempts == 1 else f" (after {attempts} attempts)"
+            marked = await queries.advance_and_log(
                 db,
                 order.order_id,
                 old=OrderStatus.PENDING,
                 new=OrderStatus.PAID,
+                log=[
+                    (OrderEvent.SHIPMENT_CREATED, f"{tracking}{tries}"),
+                    (OrderEvent.DISPATCH_STARTED, f"{svc.dispatch_s:g}s"),
+                ],
                 tracking_number=tracking,
                 dispatch_eta=eta,
             )
-            if marked:
-                tries = "" if attempts == 1 else f" (after {attempts} attempts)"
-                await queries.append_events(
-                    db,
-                    order.order_id,
-                    [
-                        (OrderEvent.SHIPMENT_CREATED, f"{tracking}{tries}"),
-                        (OrderEvent.DISPATCH_STARTED, f"{svc.dispatch_s:g}s"),
-                    ],
-                )
             if not marked:  # a second run: the first run's tracking and deadline stand
                 row = await queries.order_by_id(db, order.order_id)
                 tracking, eta = row.tracking_number, row.dispatch_eta
@@ -262,14 +258,14 @@ async def ship_order(order: CreatedOrder) -> ShippingOutcome:
 @step(Checkpoint.COMPLETE_DISPATCH)
 async def complete_dispatch(order_id: int) -> None:
     """PAID -> DISPATCHED: the checkout is complete. Once: a conditional UPDATE."""
-    async with write() as db:
-        dispatched = await queries.set_status(
-            db, order_id, old=OrderStatus.PAID, new=OrderStatus.DISPATCHED
+    async with write_alone() as db:
+        dispatched = await queries.advance_and_log(
+            db,
+            order_id,
+            old=OrderStatus.PAID,
+            new=OrderStatus.DISPATCHED,
+            log=[(OrderEvent.DISPATCHED, ""), (OrderEvent.COMPLETE, "")],
         )
-        if dispatched:
-            await queries.append_events(
-                db, order_id, [(OrderEvent.DISPATCHED, ""), (OrderEvent.COMPLETE, "")]
-            )
     if dispatched:
         metrics.checkout_ended(Outcome.DISPATCHED)
     order_watch.announce(order_id)

@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 
 from widget_store import queries
 from widget_store.config import Database
-from widget_store.domain import OrderEvent, PricedLine
+from widget_store.domain import OrderEvent, OrderStatus, PricedLine
 from widget_store.events import Aggregate, EventPayloadError, decode
 from widget_store.schema import outbox
 
@@ -180,6 +180,7 @@ async def new_order(conn: AsyncConnection, checkout_key: str) -> int:
         shipping_address="1 Main Street",
         payment_id=f"pay_{checkout_key}",
         access_token="t",
+        payment_deadline=NOW + timedelta(minutes=15),
     )
     return order_id
 
@@ -256,4 +257,66 @@ def test_one_call_may_not_log_the_same_entry_twice(postgres_url: str) -> None:
             await queries.append_events(conn, 1, twice)
 
     with pytest.raises(ValueError, match="once per call"):
+        run_on(postgres_url, scenario)
+
+
+def test_a_status_change_and_its_log_go_in_together_and_only_when_the_status_moves(
+    database_url: str,
+) -> None:
+    async def scenario(engine: AsyncEngine) -> tuple[list[bool], Any, list[str], list[int]]:
+        async with engine.begin() as conn:
+            order_id = await new_order(conn, "advance")
+        # On PostgreSQL the steps run it outside a transaction: it must stand alone.
+        alone = engine.execution_options(isolation_level="AUTOCOMMIT")
+        due = NOW + timedelta(seconds=5)
+        shipped = [(OrderEvent.SHIPMENT_CREATED, "TRK-1"), (OrderEvent.DISPATCH_STARTED, "5s")]
+        done = [(OrderEvent.DISPATCHED, ""), (OrderEvent.COMPLETE, "")]
+        moves = []
+        async with (alone if alone.dialect.name == "postgresql" else engine).connect() as conn:
+            for old, new, log, tracking in [
+                (OrderStatus.PAID, OrderStatus.DISPATCHED, done, None),  # not PAID yet
+                (OrderStatus.PENDING, OrderStatus.PAID, shipped, "TRK-1"),
+                (OrderStatus.PENDING, OrderStatus.PAID, shipped, "TRK-2"),  # a rerun
+                (OrderStatus.PAID, OrderStatus.DISPATCHED, done, None),
+            ]:
+                moves.append(
+                    await queries.advance_and_log(
+                        conn,
+                        order_id,
+                        old=old,
+                        new=new,
+                        log=log,
+                        tracking_number=tracking,
+                        dispatch_eta=due if tracking else None,
+                    )
+                )
+            await conn.commit()  # SQLite's: PostgreSQL's statements committed each
+        async with engine.connect() as conn:
+            order = await queries.order_by_id(conn, order_id)
+            details = await queries.order_details(conn, order_id)
+            seqs = await conn.execute(sa.select(outbox.c.seq).order_by(outbox.c.outbox_id))
+        assert details is not None
+        return moves, order, [e["type"] for e in details["events"]], list(seqs.scalars())
+
+    moves, order, logged, seqs = run_on(database_url, scenario)
+    assert moves == [False, True, False, True]
+    assert (order.status, order.tracking_number) == (OrderStatus.DISPATCHED.value, "TRK-1")
+    assert order.dispatch_eta == NOW + timedelta(seconds=5)
+    assert logged == [
+        OrderEvent.SHIPMENT_CREATED,
+        OrderEvent.DISPATCH_STARTED,
+        OrderEvent.DISPATCHED,
+        OrderEvent.COMPLETE,
+    ]
+    assert seqs == [1, 2, 3, 4]
+
+
+def test_a_tracking_number_comes_with_its_dispatch_deadline(postgres_url: str) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with engine.begin() as conn:
+            await queries.advance_and_log(
+                conn, 1, old=OrderStatus.PENDING, new=OrderStatus.PAID, log=[], tracking_number="T"
+            )
+
+    with pytest.raises(ValueError, match="go together"):
         run_on(postgres_url, scenario)

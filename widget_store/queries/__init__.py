@@ -4,7 +4,7 @@ By topic: `catalog` (products and stock), `orders` (the saga's writes: each one 
 conditional UPDATE or a keyed insert, so that running it twice changes nothing),
 `reads` (orders read back), `dead_letters` (parked compensations), `outbox` (events
 waiting for the broker) and `ops` (the operations view). Callers use them through this
-package: `queries.reserve_stock(db, id)`.
+package: `queries.hold_stock(db, id, lines)`.
 """
 
 from widget_store.queries._base import TERMINAL, Db, utcnow
@@ -25,20 +25,19 @@ from widget_store.queries.dead_letters import (
     set_dead_letter_status,
 )
 from widget_store.queries.orders import (
+    advance_and_log,
     append_event,
     append_events,
     cancel_order,
     claim_first_verdict,
     claim_verdict,
     close_verdict,
+    hold_stock,
     insert_order,
-    open_payment,
     order_lines,
     payment_of,
-    recorded_shortage,
     release_stock,
     remember_webhook_event,
-    reserve_stock,
     set_payment_state,
     set_payment_url,
     set_status,
@@ -68,6 +67,7 @@ __all__ = [
     "add_aggregate_event",
     "add_event",
     "add_missing_products",
+    "advance_and_log",
     "append_event",
     "append_events",
     "cancel_order",
@@ -79,13 +79,13 @@ __all__ = [
     "first_product",
     "get_product",
     "held_by_live_orders",
+    "hold_stock",
     "insert_order",
     "list_dead_letters",
     "list_orders",
     "list_products",
     "mark_sent",
     "oldest_unsent",
-    "open_payment",
     "order_by_id",
     "order_by_key",
     "order_by_payment",
@@ -97,10 +97,8 @@ __all__ = [
     "payment_of",
     "prices_of",
     "product_ids_by_sku",
-    "recorded_shortage",
     "release_stock",
     "remember_webhook_event",
-    "reserve_stock",
     "set_dead_letter_status",
     "set_payment_state",
     "set_payment_url",

@@ -37,6 +37,8 @@ from widget_store.queries.outbox import (
     is_postgres,
     log_and_publish,
     log_and_publish_many,
+    log_many_ctes,
+    log_many_parameters,
 )
 from widget_store.schema import (
     UTCDateTime,
@@ -120,11 +122,16 @@ async def insert_order(
     shipping_address: str,
     payment_id: str,
     access_token: str,
+    payment_deadline: datetime,
 ) -> tuple[int, bool]:
-    """A PENDING order with its lines, once per checkout key (a unique column).
+    """A PENDING order with its lines, once per checkout key (a unique column), born
+    holding its stock and waiting for its payment until `payment_deadline`.
 
-    Returns the order's ID and whether this call created it: a second run finds the
-    first run's order, with the first run's payment ID and token.
+    The caller takes the stock in the same transaction (`hold_stock`), which turns the
+    order SHORT, with no payment, if it cannot: the order is seen, committed, only with
+    its stock held or refused. Returns the order's ID and whether this call created it:
+    a second run finds the first run's order, with the first run's payment ID, token
+    and deadline.
     """
     now = utcnow()
     created = await db.execute(
@@ -137,7 +144,9 @@ async def insert_order(
             shipping_address=shipping_address,
             payment_id=payment_id,
             access_token=access_token,
-            reservation=Reservation.NONE.value,
+            reservation=Reservation.HELD.value,
+            payment_verdict=PaymentVerdict.AWAITING.value,
+            payment_deadline=payment_deadline,
             created_at=now,
             updated_at=now,
         )
@@ -192,8 +201,10 @@ async def _adjust_stock(db: Db, product_id: int, delta: int) -> bool:
     )
 
 
-async def reserve_stock(db: Db, order_id: int, lines: Sequence[LineItem]) -> list[ShortItem]:
-    """Hold stock for every line of the order, or for none of them.
+async def hold_stock(db: Db, order_id: int, lines: Sequence[LineItem]) -> list[ShortItem]:
+    """Take the stock of an order `insert_order` has just created in this transaction,
+    every line or none: empty if it was all taken, else the short lines, and the order
+    SHORT, with no payment to wait for.
 
     `lines` are the order's lines, one per product in product order: the cart the
     order was created from (a validated `CheckoutRequest`'s items), passed rather than
@@ -201,17 +212,9 @@ async def reserve_stock(db: Db, order_id: int, lines: Sequence[LineItem]) -> lis
 
     Each decrement is one conditional UPDATE, atomic at READ COMMITTED, so concurrent
     checkouts never oversell. Rows are locked in product order, so two carts sharing
-    products cannot deadlock. Once per order, through the order's `reservation`
-    column (none -> held, or none -> short); a second run returns the first's answer.
+    products cannot deadlock. Once per order because the order is: nobody else sees it
+    before this transaction commits, and a second run of the step finds it created.
     """
-    claimed = await changed_one_row(
-        db,
-        sa.update(orders)
-        .where(orders.c.order_id == order_id, orders.c.reservation == Reservation.NONE.value)
-        .values(reservation=Reservation.HELD.value, updated_at=utcnow()),
-    )
-    if not claimed:
-        return await recorded_shortage(db, order_id)
     taken: list[LineItem] = []
     for line in lines:
         if not await _adjust_stock(db, line.product_id, -line.quantity):
@@ -228,17 +231,13 @@ async def reserve_stock(db: Db, order_id: int, lines: Sequence[LineItem]) -> lis
                 .values(
                     reservation=Reservation.SHORT.value,
                     short_items=json.dumps([asdict(s) for s in short]),
+                    payment_verdict=None,
+                    payment_deadline=None,
                 )
             )
             return short
         taken.append(line)
     return []
-
-
-async def recorded_shortage(db: Db, order_id: int) -> list[ShortItem]:
-    """The lines an earlier reservation found short (empty if it held the stock)."""
-    result = await db.execute(sa.select(orders).where(orders.c.order_id == order_id))
-    return short_items_of(result.one())
 
 
 def short_items_of(order: Any) -> list[ShortItem]:
@@ -265,20 +264,6 @@ async def release_stock(db: Db, order_id: int) -> list[LineItem]:
     for line in lines:
         await _adjust_stock(db, line.product_id, line.quantity)
     return lines
-
-
-async def open_payment(db: Db, order_id: int, deadline: datetime) -> bool:
-    """Start waiting for the provider's verdict, until the deadline (once)."""
-    return await changed_one_row(
-        db,
-        sa.update(orders)
-        .where(orders.c.order_id == order_id, orders.c.payment_verdict.is_(None))
-        .values(
-            payment_verdict=PaymentVerdict.AWAITING.value,
-            payment_deadline=deadline,
-            updated_at=utcnow(),
-        ),
-    )
 
 
 async def set_payment_url(db: Db, order_id: int, payment_url: str) -> bool:
@@ -505,6 +490,72 @@ async def set_status(
         .where(orders.c.order_id == order_id, orders.c.status == old.value)
         .values(status=new.value, updated_at=utcnow(), **values),
     )
+
+
+# On PostgreSQL a status change and its log entries go in as one statement: the
+# conditional UPDATE, then the entries only if it matched (`moved`). The writes of
+# set_status and append_events, in their order, for one round trip instead of two; in a
+# connection outside a transaction (`durability.write_alone`), one instead of four.
+_ADVANCE = """
+    WITH moved AS (
+        UPDATE orders
+        SET status = CAST(:new AS VARCHAR), updated_at = CAST(:at AS TIMESTAMP WITH TIME ZONE)
+            {also}
+        WHERE order_id = CAST(:order_id AS BIGINT) AND status = CAST(:old AS VARCHAR)
+        RETURNING order_id
+    ),"""
+ADVANCE_AND_LOG = sa.text(
+    _ADVANCE.format(also="")
+    + log_many_ctes("WHERE EXISTS (SELECT 1 FROM moved)")
+    + "SELECT order_id FROM moved"
+)
+ADVANCE_SHIPPED_AND_LOG = sa.text(
+    _ADVANCE.format(
+        also=", tracking_number = CAST(:tracking_number AS VARCHAR),"
+        " dispatch_eta = CAST(:dispatch_eta AS TIMESTAMP WITH TIME ZONE)"
+    )
+    + log_many_ctes("WHERE EXISTS (SELECT 1 FROM moved)")
+    + "SELECT order_id FROM moved"
+)
+
+
+async def advance_and_log(
+    db: Db,
+    order_id: int,
+    *,
+    old: OrderStatus,
+    new: OrderStatus,
+    log: Sequence[tuple[OrderEvent, str]],
+    tracking_number: str | None = None,
+    dispatch_eta: datetime | None = None,
+) -> bool:
+    """`set_status` along one edge, and only if it moved, `append_events(log)`: True if
+    it moved. Once, as each of them is. One statement on PostgreSQL; a tracking number
+    and dispatch deadline, given together, are set with the status."""
+    shipped = {"tracking_number": tracking_number, "dispatch_eta": dispatch_eta}
+    if (tracking_number is None) != (dispatch_eta is None):
+        raise ValueError("a tracking number and a dispatch deadline go together")
+    values = shipped if tracking_number is not None else {}
+    if not is_postgres(db):
+        moved = await set_status(db, order_id, old=old, new=new, **values)
+        if moved:
+            await append_events(db, order_id, log)
+        return moved
+    now = utcnow()
+    entries = [
+        (event.value, detail, None if event in REPEATABLE_EVENTS else event.value)
+        for event, detail in log
+    ]
+    result = await db.execute(
+        ADVANCE_SHIPPED_AND_LOG if values else ADVANCE_AND_LOG,
+        {
+            **log_many_parameters(order_id, entries, now),
+            "old": old.value,
+            "new": new.value,
+            **values,
+        },
+    )
+    return result.first() is not None
 
 
 async def cancel_order(db: Db, checkout_key: str, reason: str) -> int | None:

@@ -67,13 +67,15 @@ LOG_AND_PUBLISH = sa.text(
 # entries in the order given (once-only, as above), then one bump of the order's
 # sequence counter by the number that went in, then their outbox rows numbered in that
 # order. What LOG_AND_PUBLISH does for one entry, for a step that logs two or three.
-LOG_AND_PUBLISH_MANY = sa.text(
-    """
-    WITH entry AS (
+# `{only_if}` may hold a condition on a CTE before these (`log_many_ctes`), so that a
+# state change and its entries can share one statement.
+_LOG_MANY_CTES = """
+    entry AS (
         SELECT e.type, e.detail, e.once_key, e.event_id, e.n
         FROM unnest(CAST(:types AS VARCHAR[]), CAST(:details AS TEXT[]),
                     CAST(:once_keys AS VARCHAR[]), CAST(:event_ids AS VARCHAR[]))
              WITH ORDINALITY AS e(type, detail, once_key, event_id, n)
+        {only_if}
     ), logged AS (
         INSERT INTO order_events (order_id, type, detail, at, once_key)
         SELECT CAST(:order_id AS BIGINT), type, detail,
@@ -92,16 +94,48 @@ LOG_AND_PUBLISH_MANY = sa.text(
         ON CONFLICT (aggregate, aggregate_id)
         DO UPDATE SET last_seq = outbox_sequences.last_seq + EXCLUDED.last_seq
         RETURNING last_seq
+    ), published AS (
+        INSERT INTO outbox (event_id, aggregate, aggregate_id, seq, type, at, payload)
+        SELECT numbered.event_id, CAST(:aggregate AS VARCHAR), CAST(:order_id AS BIGINT),
+            counted.last_seq - numbered.added + numbered.k, numbered.type,
+            CAST(:at AS TIMESTAMP WITH TIME ZONE), CAST(:payload AS TEXT)
+        FROM numbered CROSS JOIN counted
+        ORDER BY numbered.k
+        RETURNING type
     )
-    INSERT INTO outbox (event_id, aggregate, aggregate_id, seq, type, at, payload)
-    SELECT numbered.event_id, CAST(:aggregate AS VARCHAR), CAST(:order_id AS BIGINT),
-        counted.last_seq - numbered.added + numbered.k, numbered.type,
-        CAST(:at AS TIMESTAMP WITH TIME ZONE), CAST(:payload AS TEXT)
-    FROM numbered CROSS JOIN counted
-    ORDER BY numbered.k
-    RETURNING type
-    """
-)
+"""
+
+
+def log_many_ctes(only_if: str = "") -> str:
+    """The CTEs that log several entries and publish them (ending in `published`, the
+    types that went in), for a WITH of one statement; `only_if` a WHERE on the
+    entries (e.g. "WHERE EXISTS (SELECT 1 FROM moved)")."""
+    return _LOG_MANY_CTES.format(only_if=only_if)
+
+
+LOG_AND_PUBLISH_MANY = sa.text("WITH" + log_many_ctes() + "SELECT type FROM published")
+
+
+def log_many_parameters(
+    order_id: int, entries: Sequence[tuple[str, str, str | None]], at: datetime
+) -> dict[str, Any]:
+    """The parameters of `log_many_ctes`, for `(type, detail, once_key)` entries; each
+    type once (an entry is matched to its outbox event by its type)."""
+    types = [type for type, _, _ in entries]
+    if len(set(types)) != len(types):
+        raise ValueError(f"each entry's type once per call: {types}")
+    for type in types:
+        subject_of(Aggregate.ORDER, type)  # refuse a type that cannot be published, now
+    return {
+        "order_id": order_id,
+        "types": types,
+        "details": [detail for _, detail, _ in entries],
+        "once_keys": [once_key for _, _, once_key in entries],
+        "event_ids": [str(uuid.uuid4()) for _ in entries],
+        "at": at,
+        "aggregate": Aggregate.ORDER.value,
+        "payload": check_payload({}),
+    }
 
 
 async def log_and_publish_many(
@@ -116,26 +150,10 @@ async def log_and_publish_many(
 
     Each type appears once: an entry is matched to its outbox event by its type.
     """
-    types = [type for type, _, _ in entries]
-    if len(set(types)) != len(types):
-        raise ValueError(f"each entry's type once per call: {types}")
-    for type in types:
-        subject_of(Aggregate.ORDER, type)  # refuse a type that cannot be published, now
-    result = await db.execute(
-        LOG_AND_PUBLISH_MANY,
-        {
-            "order_id": order_id,
-            "types": types,
-            "details": [detail for _, detail, _ in entries],
-            "once_keys": [once_key for _, _, once_key in entries],
-            "event_ids": [str(uuid.uuid4()) for _ in entries],
-            "at": at,
-            "aggregate": Aggregate.ORDER.value,
-            "payload": check_payload({}),
-        },
-    )
+    parameters = log_many_parameters(order_id, entries, at)
+    result = await db.execute(LOG_AND_PUBLISH_MANY, parameters)
     added = set(result.scalars())
-    return [type for type in types if type in added]
+    return [type for type in parameters["types"] if type in added]
 
 
 async def log_and_publish(
