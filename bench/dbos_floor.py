@@ -11,6 +11,13 @@ deadline woken by a send from outside the workflow (the webhook), two steps (shi
 complete_dispatch) and the completion. No store can buy with these operations for less
 CPU than this, nor answer a checkout call (start to the first step's work done) sooner.
 A trip-shaped one (the start, three steps, the completion) is the floor under a trip.
+
+The lever the store has not pulled is measured too: a step whose body runs a
+transaction of place_order's size (seven statements), once as the store writes its
+steps (an async body on the async engine, asyncpg) and once as a synchronous body on a
+synchronous engine (psycopg) through `DBOS.run_step_async`, which runs DBOS's check, the
+body and DBOS's record in one worker thread instead of three hops. The two run in
+turns, so the difference is measured side by side.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig, SetWorkflowID
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench.metrics import PostgresCounters
 
@@ -80,6 +88,102 @@ async def steps_workflow(kind: str) -> None:
             assert _datasource is not None
             options: Any = {"name": "bench_tx", "isolation_level": "READ COMMITTED"}
             await _datasource.run_tx_step_async(options, _empty_transaction, i)
+
+
+# --- the lever: a step with SQL in it, async on asyncpg or sync on psycopg ---------------
+
+LEVER_STATEMENTS = 7  # place_order's first transaction, for a one-line cart
+LEVER_ROUNDS = 6
+LEVER_UPDATE = sa.text("UPDATE bench_lever SET v = v + 1 WHERE id = :id")
+_lever_engines: tuple[AsyncEngine, sa.Engine] | None = None
+
+
+async def _async_sql_body() -> None:
+    assert _lever_engines is not None
+    async with _lever_engines[0].begin() as conn:
+        for i in range(LEVER_STATEMENTS):
+            await conn.execute(LEVER_UPDATE, {"id": i + 1})
+
+
+def _sync_sql_body() -> None:
+    assert _lever_engines is not None
+    with _lever_engines[1].begin() as conn:
+        for i in range(LEVER_STATEMENTS):
+            conn.execute(LEVER_UPDATE, {"id": i + 1})
+
+
+@DBOS.workflow(name="bench_lever")
+async def lever_workflow(kind: str) -> None:
+    for _ in range(STEPS_PER_WORKFLOW):
+        if kind == "async":
+            await DBOS.run_step_async({"name": "bench_sql_async"}, _async_sql_body)
+        else:
+            await DBOS.run_step_async({"name": "bench_sql_sync"}, _sync_sql_body)
+
+
+@dataclass(frozen=True)
+class SyncStepLever:
+    """A step running a seven-statement transaction: async body vs sync body, in turns."""
+
+    kind: str
+    statements: int
+    async_cpu_ms: float  # per step, medians of the rounds
+    sync_cpu_ms: float
+    async_wall_ms: float
+    sync_wall_ms: float
+    rounds: int
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+async def _measure_lever(workflows: int) -> SyncStepLever:
+    samples: dict[str, list[tuple[float, float]]] = {"async": [], "sync": []}
+    for round in range(LEVER_ROUNDS):
+        for kind in ("async", "sync") if round % 2 == 0 else ("sync", "async"):
+            cpu, wall = time.process_time(), time.perf_counter()
+            for n in range(workflows):
+                with SetWorkflowID(f"bench-lever-{kind}-{round}-{n}-{time.time_ns()}"):
+                    handle = await DBOS.start_workflow_async(lever_workflow, kind)
+                await handle.get_result()
+            steps = workflows * STEPS_PER_WORKFLOW
+            samples[kind].append(
+                (
+                    (time.process_time() - cpu) * 1000 / steps,
+                    (time.perf_counter() - wall) * 1000 / steps,
+                )
+            )
+    cpu_ms = {kind: _median([c for c, _ in runs]) for kind, runs in samples.items()}
+    wall_ms = {kind: _median([w for _, w in runs]) for kind, runs in samples.items()}
+    return SyncStepLever(
+        "sync step lever",
+        LEVER_STATEMENTS,
+        cpu_ms["async"],
+        cpu_ms["sync"],
+        wall_ms["async"],
+        wall_ms["sync"],
+        LEVER_ROUNDS,
+    )
+
+
+def _lever_engines_on(database_url: str) -> tuple[AsyncEngine, sa.Engine]:
+    sync = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    with sync.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE IF NOT EXISTS bench_lever (id INT PRIMARY KEY, v INT)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO bench_lever SELECT g, 0 FROM generate_series(1, :n) g"
+                " ON CONFLICT DO NOTHING"
+            ),
+            {"n": LEVER_STATEMENTS},
+        )
+    asynchronous = create_async_engine(
+        database_url.replace("postgresql://", "postgresql+asyncpg://")
+    )
+    return asynchronous, sync
 
 
 @dataclass(frozen=True)
@@ -163,14 +267,15 @@ async def _measure(kind: str, workflows: int, counters: PostgresCounters | None)
 
 async def measure_floor(
     database_url: str, workflows: int = 30, *, count_commits: bool = True
-) -> list[Floor | PurchaseFloor | TripFloor]:
+) -> list[Floor | PurchaseFloor | TripFloor | SyncStepLever]:
     """Run in-process against `database_url` (its DBOS tables get a few rows). Counting
     commits waits 11 s per kind for PostgreSQL's statistics; CPU and wall do not need it."""
-    global _datasource
+    global _datasource, _lever_engines
     DBOS(config=DBOSConfig(name="widget-store-bench", system_database_url=database_url))
     _datasource = await AsyncSQLAlchemyDatasource.create(
         database_url.replace("postgresql://", "postgresql+psycopg://")
     )
+    _lever_engines = _lever_engines_on(database_url)
     DBOS.launch()
     counters = PostgresCounters(database_url.replace("postgresql://", "postgresql+psycopg://"))
     counting = counters if count_commits else None
@@ -182,11 +287,14 @@ async def measure_floor(
             await _measure("transaction", workflows, counting),
             await _measure_purchases(workflows * 3),
             await _measure_trips(workflows * 3),
+            await _measure_lever(max(2, workflows // 3)),
         ]
     finally:
         counters.close()
         DBOS.destroy()
         await _datasource.engine.dispose()
+        await _lever_engines[0].dispose()
+        _lever_engines[1].dispose()
 
 
 def measured_apart(workflows: int) -> dict[str, float]:

@@ -203,7 +203,7 @@ def waiting(count: int, seconds: float, results: Path = RESULTS) -> None:
 def floor(results: Path = RESULTS, workflows: int = 30, *, count_commits: bool = True) -> None:
     import asyncio
 
-    from bench.dbos_floor import PurchaseFloor, TripFloor, measure_floor
+    from bench.dbos_floor import PurchaseFloor, SyncStepLever, TripFloor, measure_floor
     from tests.chaos.cluster import PrivateCluster
 
     cluster = PrivateCluster(durable=True, statements=True)
@@ -225,6 +225,17 @@ def floor(results: Path = RESULTS, workflows: int = 30, *, count_commits: bool =
             print(
                 f"  a trip's {f.operations} operations, empty: p50 {f.p50_ms:.1f} ms, "
                 f"CPU {f.cpu_ms_per_trip:.1f} ms"
+            )
+            continue
+        if isinstance(f, SyncStepLever):
+            print(
+                f"  a step running a {f.statements}-statement transaction, in turns "
+                f"({f.rounds} rounds, medians):\n"
+                f"    async body, asyncpg (as the store's steps): CPU {f.async_cpu_ms:.2f} ms, "
+                f"wall {f.async_wall_ms:.2f} ms\n"
+                f"    sync body, psycopg, through run_step_async:  CPU {f.sync_cpu_ms:.2f} ms, "
+                f"wall {f.sync_wall_ms:.2f} ms "
+                f"({f.sync_cpu_ms / f.async_cpu_ms:.2f}x CPU)"
             )
             continue
         commits = "-" if f.commits_per_step is None else f"{f.commits_per_step:.1f}"
