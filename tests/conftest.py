@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -90,6 +92,39 @@ def pytest_configure(config: pytest.Config) -> None:
             f"{REQUIRE_BROWSER_VARIABLE} is set, so browser tests must run, "
             f"but there is no Chromium at {CHROMIUM} (apt-get install chromium)"
         )
+
+
+EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the run when it is over, even if a thread is still working.
+
+    A workflow's database call may still be running in one of DBOS's worker threads
+    when its test's app shuts down; once the test database is dropped, DBOS retries that
+    call with backoff for ever, and Python waits for the thread at exit, so the run
+    would never end. The results are in by now: say which threads are left, and exit
+    with the run's status without waiting for them.
+    """
+    left = [
+        thread.name
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
+    ]
+    if left and EXIT_STATUS in config.stash:
+        print(
+            f"\n{len(left)} thread(s) still running at the end of the tests "
+            f"({', '.join(left[:5])}): exiting without waiting for them",
+            file=sys.stderr,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config.stash[EXIT_STATUS])
 
 
 def make_settings(url: str, **overrides: object) -> Settings:
