@@ -501,12 +501,12 @@ _ADVANCE = """
         UPDATE orders
         SET status = CAST(:new AS VARCHAR), updated_at = CAST(:at AS TIMESTAMP WITH TIME ZONE)
             {also}
-        WHERE order_id = CAST(:order_id AS BIGINT) AND status = CAST(:old AS VARCHAR)
+        WHERE order_id = CAST(:owner_id AS BIGINT) AND status = CAST(:old AS VARCHAR)
         RETURNING order_id
     ),"""
 ADVANCE_AND_LOG = sa.text(
     _ADVANCE.format(also="")
-    + log_many_ctes("WHERE EXISTS (SELECT 1 FROM moved)")
+    + log_many_ctes(Aggregate.ORDER, "WHERE EXISTS (SELECT 1 FROM moved)")
     + "SELECT order_id FROM moved"
 )
 ADVANCE_SHIPPED_AND_LOG = sa.text(
@@ -514,7 +514,7 @@ ADVANCE_SHIPPED_AND_LOG = sa.text(
         also=", tracking_number = CAST(:tracking_number AS VARCHAR),"
         " dispatch_eta = CAST(:dispatch_eta AS TIMESTAMP WITH TIME ZONE)"
     )
-    + log_many_ctes("WHERE EXISTS (SELECT 1 FROM moved)")
+    + log_many_ctes(Aggregate.ORDER, "WHERE EXISTS (SELECT 1 FROM moved)")
     + "SELECT order_id FROM moved"
 )
 

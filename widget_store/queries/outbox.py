@@ -63,12 +63,12 @@ LOG_AND_PUBLISH = sa.text(
 )
 
 
-# Several entries of one order's log, each with its outbox event, in one statement: the
-# entries in the order given (once-only, as above), then one bump of the order's
-# sequence counter by the number that went in, then their outbox rows numbered in that
-# order. What LOG_AND_PUBLISH does for one entry, for a step that logs two or three.
-# `{only_if}` may hold a condition on a CTE before these (`log_many_ctes`), so that a
-# state change and its entries can share one statement.
+# Several entries of one order's (or trip's) log, each with its outbox event, in one
+# statement: the entries in the order given (once-only, as above), then one bump of the
+# aggregate's sequence counter by the number that went in, then their outbox rows
+# numbered in that order. What LOG_AND_PUBLISH does for one entry, for a step that logs
+# two or three. `{only_if}` may hold a condition on a CTE before these (`log_many_ctes`),
+# so that a state change and its entries can share one statement.
 _LOG_MANY_CTES = """
     entry AS (
         SELECT e.type, e.detail, e.once_key, e.event_id, e.n
@@ -77,8 +77,8 @@ _LOG_MANY_CTES = """
              WITH ORDINALITY AS e(type, detail, once_key, event_id, n)
         {only_if}
     ), logged AS (
-        INSERT INTO order_events (order_id, type, detail, at, once_key)
-        SELECT CAST(:order_id AS BIGINT), type, detail,
+        INSERT INTO {log} ({owner}, type, detail, at, once_key)
+        SELECT CAST(:owner_id AS BIGINT), type, detail,
             CAST(:at AS TIMESTAMP WITH TIME ZONE), once_key
         FROM entry ORDER BY n
         ON CONFLICT DO NOTHING
@@ -89,14 +89,14 @@ _LOG_MANY_CTES = """
         FROM entry JOIN logged ON logged.type = entry.type
     ), counted AS (
         INSERT INTO outbox_sequences (aggregate, aggregate_id, last_seq)
-        SELECT CAST(:aggregate AS VARCHAR), CAST(:order_id AS BIGINT), count(*)
+        SELECT CAST(:aggregate AS VARCHAR), CAST(:owner_id AS BIGINT), count(*)
         FROM logged HAVING count(*) > 0
         ON CONFLICT (aggregate, aggregate_id)
         DO UPDATE SET last_seq = outbox_sequences.last_seq + EXCLUDED.last_seq
         RETURNING last_seq
     ), published AS (
         INSERT INTO outbox (event_id, aggregate, aggregate_id, seq, type, at, payload)
-        SELECT numbered.event_id, CAST(:aggregate AS VARCHAR), CAST(:order_id AS BIGINT),
+        SELECT numbered.event_id, CAST(:aggregate AS VARCHAR), CAST(:owner_id AS BIGINT),
             counted.last_seq - numbered.added + numbered.k, numbered.type,
             CAST(:at AS TIMESTAMP WITH TIME ZONE), CAST(:payload AS TEXT)
         FROM numbered CROSS JOIN counted
@@ -106,34 +106,46 @@ _LOG_MANY_CTES = """
 """
 
 
-def log_many_ctes(only_if: str = "") -> str:
-    """The CTEs that log several entries and publish them (ending in `published`, the
-    types that went in), for a WITH of one statement; `only_if` a WHERE on the
-    entries (e.g. "WHERE EXISTS (SELECT 1 FROM moved)")."""
-    return _LOG_MANY_CTES.format(only_if=only_if)
+# Each aggregate's log: its table and the column naming the aggregate.
+LOGS = {Aggregate.ORDER: ("order_events", "order_id"), Aggregate.TRIP: ("trip_events", "trip_id")}
 
 
-LOG_AND_PUBLISH_MANY = sa.text("WITH" + log_many_ctes() + "SELECT type FROM published")
+def log_many_ctes(aggregate: Aggregate = Aggregate.ORDER, only_if: str = "") -> str:
+    """The CTEs that log several entries of an order's (or a trip's) log and publish
+    them (ending in `published`, the types that went in), for a WITH of one statement;
+    `only_if` a WHERE on the entries (e.g. "WHERE EXISTS (SELECT 1 FROM moved)")."""
+    log, owner = LOGS[aggregate]
+    return _LOG_MANY_CTES.format(log=log, owner=owner, only_if=only_if)
+
+
+LOG_AND_PUBLISH_MANY = {
+    aggregate: sa.text("WITH" + log_many_ctes(aggregate) + "SELECT type FROM published")
+    for aggregate in LOGS
+}
 
 
 def log_many_parameters(
-    order_id: int, entries: Sequence[tuple[str, str, str | None]], at: datetime
+    owner_id: int,
+    entries: Sequence[tuple[str, str, str | None]],
+    at: datetime,
+    aggregate: Aggregate = Aggregate.ORDER,
 ) -> dict[str, Any]:
-    """The parameters of `log_many_ctes`, for `(type, detail, once_key)` entries; each
-    type once (an entry is matched to its outbox event by its type)."""
+    """The parameters of `log_many_ctes`, for `(type, detail, once_key)` entries of the
+    order (or trip) `owner_id`; each type once (an entry is matched to its outbox event
+    by its type)."""
     types = [type for type, _, _ in entries]
     if len(set(types)) != len(types):
         raise ValueError(f"each entry's type once per call: {types}")
     for type in types:
-        subject_of(Aggregate.ORDER, type)  # refuse a type that cannot be published, now
+        subject_of(aggregate, type)  # refuse a type that cannot be published, now
     return {
-        "order_id": order_id,
+        "owner_id": owner_id,
         "types": types,
         "details": [detail for _, detail, _ in entries],
         "once_keys": [once_key for _, _, once_key in entries],
         "event_ids": [str(uuid.uuid4()) for _ in entries],
         "at": at,
-        "aggregate": Aggregate.ORDER.value,
+        "aggregate": aggregate.value,
         "payload": check_payload({}),
     }
 
@@ -144,14 +156,16 @@ async def log_and_publish_many(
     order_id: int,
     entries: Sequence[tuple[str, str, str | None]],
     at: datetime,
+    aggregate: Aggregate = Aggregate.ORDER,
 ) -> list[str]:
-    """Several log entries of one order, `(type, detail, once_key)` each, with their
-    outbox events, in one statement (PostgreSQL only). Returns the types added, in order.
+    """Several log entries of one order (or, with `aggregate`, one trip: `order_id` is
+    then the trip's), `(type, detail, once_key)` each, with their outbox events, in one
+    statement (PostgreSQL only). Returns the types added, in order.
 
     Each type appears once: an entry is matched to its outbox event by its type.
     """
-    parameters = log_many_parameters(order_id, entries, at)
-    result = await db.execute(LOG_AND_PUBLISH_MANY, parameters)
+    parameters = log_many_parameters(order_id, entries, at, aggregate)
+    result = await db.execute(LOG_AND_PUBLISH_MANY[aggregate], parameters)
     added = set(result.scalars())
     return [type for type in parameters["types"] if type in added]
 

@@ -17,7 +17,7 @@ from widget_store.domain import TripEvent, TripRequest, TripStatus
 from widget_store.events import Aggregate
 from widget_store.queries._base import Db, changed_one_row, utcnow
 from widget_store.queries.orders import _insert_ignoring_duplicates
-from widget_store.queries.outbox import add_aggregate_events
+from widget_store.queries.outbox import add_aggregate_events, is_postgres, log_and_publish_many
 from widget_store.schema import dead_letters, trip_events, trips
 
 # Log entries that may legitimately repeat in one trip's history.
@@ -99,8 +99,20 @@ async def append_trip_events(
     db: Db, trip_id: int, entries: Sequence[tuple[TripEvent, str]]
 ) -> list[str]:
     """Log several changes made by one transaction, in order, each once per trip (as
-    `append_trip_event`), in three statements however many; returns the types added."""
+    `append_trip_event`), with their outbox events: one statement on PostgreSQL, three
+    on SQLite, however many; returns the types added."""
     now = utcnow()
+    if is_postgres(db):
+        return await log_and_publish_many(
+            db,
+            order_id=trip_id,
+            entries=[
+                (event.value, detail, None if event in REPEATABLE_TRIP_EVENTS else event.value)
+                for event, detail in entries
+            ],
+            at=now,
+            aggregate=Aggregate.TRIP,
+        )
     rows = [
         {
             "trip_id": trip_id,
