@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,22 +141,28 @@ def _median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
+async def _per_step(
+    workflow: Callable[[str], Coroutine[Any, Any, None]], kind: str, workflows: int
+) -> tuple[float, float]:
+    """Run `workflows` of `workflow(kind)` (ten steps each) one after another: the CPU
+    and wall time per step, in ms."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    for n in range(workflows):
+        with SetWorkflowID(f"bench-{kind}-{n}-{time.time_ns()}"):
+            handle = await DBOS.start_workflow_async(workflow, kind)
+        await handle.get_result()
+    steps = workflows * STEPS_PER_WORKFLOW
+    return (
+        (time.process_time() - cpu) * 1000 / steps,
+        (time.perf_counter() - wall) * 1000 / steps,
+    )
+
+
 async def _measure_lever(workflows: int) -> SyncStepLever:
     samples: dict[str, list[tuple[float, float]]] = {"async": [], "sync": []}
     for round in range(LEVER_ROUNDS):
         for kind in ("async", "sync") if round % 2 == 0 else ("sync", "async"):
-            cpu, wall = time.process_time(), time.perf_counter()
-            for n in range(workflows):
-                with SetWorkflowID(f"bench-lever-{kind}-{round}-{n}-{time.time_ns()}"):
-                    handle = await DBOS.start_workflow_async(lever_workflow, kind)
-                await handle.get_result()
-            steps = workflows * STEPS_PER_WORKFLOW
-            samples[kind].append(
-                (
-                    (time.process_time() - cpu) * 1000 / steps,
-                    (time.perf_counter() - wall) * 1000 / steps,
-                )
-            )
+            samples[kind].append(await _per_step(lever_workflow, kind, workflows))
     cpu_ms = {kind: _median([c for c, _ in runs]) for kind, runs in samples.items()}
     wall_ms = {kind: _median([w for _, w in runs]) for kind, runs in samples.items()}
     return SyncStepLever(
@@ -250,14 +257,8 @@ async def _measure_purchases(purchases: int) -> PurchaseFloor:
 
 async def _measure(kind: str, workflows: int, counters: PostgresCounters | None) -> Floor:
     before = counters.read() if counters else None
-    cpu, wall = time.process_time(), time.perf_counter()
-    for n in range(workflows):
-        with SetWorkflowID(f"bench-{kind}-{n}-{time.time_ns()}"):
-            handle = await DBOS.start_workflow_async(steps_workflow, kind)
-        await handle.get_result()
+    cpu_ms, wall_ms = await _per_step(steps_workflow, kind, workflows)
     steps = workflows * STEPS_PER_WORKFLOW
-    cpu_ms = (time.process_time() - cpu) * 1000 / steps
-    wall_ms = (time.perf_counter() - wall) * 1000 / steps
     commits = None
     if counters and before:
         await asyncio.sleep(11)  # let every backend publish its counters
