@@ -164,6 +164,20 @@ def test_out_of_stock_is_refused_and_reserves_nothing(store: Store) -> None:
     order = store.order(body["order_id"])
     assert order["status"] == "CANCELLED"
     assert order["cancel_reason"] == "out of stock"
+    # Refused before any payment was opened: none to wait for, none at the provider.
+    [row] = store.rows(
+        "SELECT reservation, payment_verdict, payment_deadline FROM orders WHERE order_id = :o",
+        o=body["order_id"],
+    )
+    assert row == {"reservation": "short", "payment_verdict": None, "payment_deadline": None}
+    assert store.scalar("SELECT count(*) FROM provider_payments") == 0
+    assert store.event_types(body["order_id"]) == [
+        "CreateOrder_ok",
+        "ReserveInventory_failed",
+        "ReleaseReservation",  # nothing was held
+        "CancelOrder",
+        "checkout_failed",
+    ]  # and no RefundPayment: there was nothing to give back
 
 
 def test_twenty_shoppers_racing_for_five_units_exactly_five_win(store: Store) -> None:
