@@ -205,6 +205,12 @@ FORWARD_CASES = (
         mode=Mode.OUTCOME_UNKNOWN,
         step=C.PLACE_ORDER,
     ),
+    dispatched(
+        "place_order whose answer was lost after it committed places the order once",
+        lose_answer_of=(C.PLACE_ORDER,),
+        mode=Mode.OUTCOME_UNKNOWN,
+        step=C.PLACE_ORDER,
+    ),
     # expire_payment: the deadline passing with no verdict is its business failure
     timed_out(
         "expire_payment at the deadline: the open payment is voided, stock released",
@@ -250,6 +256,12 @@ FORWARD_CASES = (
     dispatched(
         "ship_order whose carrier booked and timed out books once and dispatches",
         outside={CREATE_SHIPMENT: call(lose=1)},
+        mode=Mode.OUTCOME_UNKNOWN,
+        step=C.SHIP_ORDER,
+    ),
+    dispatched(
+        "ship_order whose answer was lost after it committed is marked paid once",
+        lose_answer_of=(C.SHIP_ORDER,),
         mode=Mode.OUTCOME_UNKNOWN,
         step=C.SHIP_ORDER,
     ),
