@@ -25,6 +25,7 @@ import asyncio
 import functools
 import math
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -161,9 +162,24 @@ def _begin_writes_immediately(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+# Deriving an engine with other execution options costs some 30 microseconds, and the
+# steps and routes ask for one on every transaction: each is made once per engine.
+_DERIVED: weakref.WeakKeyDictionary[AsyncEngine, dict[str, AsyncEngine]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _derived(engine: AsyncEngine, kind: str, **options: Any) -> AsyncEngine:
+    """`engine.execution_options(**options)`, made the first time `kind` is asked for."""
+    made = _DERIVED.setdefault(engine, {})
+    if kind not in made:
+        made[kind] = engine.execution_options(**options)
+    return made[kind]
+
+
 def writer(engine: AsyncEngine) -> AsyncEngine:
     """The same engine, marked so that its transactions begin as writers."""
-    return engine.execution_options(**{WRITES: True})
+    return _derived(engine, "writer", **{WRITES: True})
 
 
 def reading(engine: AsyncEngine) -> AsyncEngine:
@@ -178,7 +194,7 @@ def reading(engine: AsyncEngine) -> AsyncEngine:
 
 
 def _autocommit(engine: AsyncEngine) -> AsyncEngine:
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return _derived(engine, "autocommit", isolation_level="AUTOCOMMIT")
 
 
 # --- the services the steps use ---------------------------------------------------------
