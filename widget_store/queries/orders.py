@@ -53,6 +53,15 @@ from widget_store.schema import (
 REPEATABLE_EVENTS = frozenset({OrderEvent.COMPENSATION_PARKED, OrderEvent.COMPENSATION_RETRIED})
 
 
+def _once_key(event: OrderEvent) -> str | None:
+    """What makes a log entry once-only: its type, unless it may repeat (then none)."""
+    return None if event in REPEATABLE_EVENTS else event.value
+
+
+def _keyed(entries: Sequence[tuple[OrderEvent, str]]) -> list[tuple[str, str, str | None]]:
+    return [(event.value, detail, _once_key(event)) for event, detail in entries]
+
+
 def _insert_ignoring_duplicates(db: Db, table: sa.Table) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING, in the dialect of the connection."""
     bind = db if isinstance(db, AsyncConnection) else db.bind
@@ -69,17 +78,17 @@ async def append_event(db: Db, order_id: int, event: OrderEvent, detail: str = "
     happen several times and are logged each time. Each entry added also goes to the
     outbox, for the event stream. True if the entry was added.
     """
-    once_key = None if event in REPEATABLE_EVENTS else event.value
+    key = _once_key(event)
     now = utcnow()
     if is_postgres(db):  # the same three writes, as one statement
         return await log_and_publish(
-            db, order_id=order_id, type=event.value, detail=detail, at=now, once_key=once_key
+            db, order_id=order_id, type=event.value, detail=detail, at=now, once_key=key
         )
     # RETURNING says whether a row went in: after ON CONFLICT DO NOTHING, psycopg's
     # rowcount is -1 either way.
     result = await db.execute(
         _insert_ignoring_duplicates(db, order_events)
-        .values(order_id=order_id, type=event.value, detail=detail, at=now, once_key=once_key)
+        .values(order_id=order_id, type=event.value, detail=detail, at=now, once_key=key)
         .returning(order_events.c.event_id)
     )
     added = result.scalar_one_or_none() is not None
@@ -103,10 +112,7 @@ async def append_events(
     added = await log_and_publish_many(
         db,
         order_id=order_id,
-        entries=[
-            (event.value, detail, None if event in REPEATABLE_EVENTS else event.value)
-            for event, detail in entries
-        ],
+        entries=_keyed(entries),
         at=utcnow(),
     )
     return [OrderEvent(type) for type in added]
@@ -341,7 +347,7 @@ async def claim_first_verdict(
                 "amount": amount_cents,
                 "type": event.value,
                 "detail": detail,
-                "once_key": None if event in REPEATABLE_EVENTS else event.value,
+                "once_key": _once_key(event),
                 "aggregate": Aggregate.ORDER.value,
                 "outbox_event_id": str(uuid.uuid4()),
                 "payload": check_payload({}),
@@ -541,15 +547,10 @@ async def advance_and_log(
         if moved:
             await append_events(db, order_id, log)
         return moved
-    now = utcnow()
-    entries = [
-        (event.value, detail, None if event in REPEATABLE_EVENTS else event.value)
-        for event, detail in log
-    ]
     result = await db.execute(
         ADVANCE_SHIPPED_AND_LOG if values else ADVANCE_AND_LOG,
         {
-            **log_many_parameters(order_id, entries, now),
+            **log_many_parameters(order_id, _keyed(log), utcnow()),
             "old": old.value,
             "new": new.value,
             **values,
