@@ -117,6 +117,7 @@ def create_app(
                 # Let it close its session, which hands the lead to another process now.
                 await asyncio.wait([relaying], timeout=5)
             DBOS.destroy()
+            await _cancelled_work_finished()
             await engine.dispose()
             tracing.flush()
 
@@ -154,6 +155,26 @@ def create_app(
     mount_web(app)
     tracing.install(settings, app)
     return app
+
+
+# How long a stopping app waits for the work it cancelled to wind down.
+CANCELLED_WORK_WAIT_S = 2.0
+
+
+async def _cancelled_work_finished() -> None:
+    """Let the tasks just cancelled (the background loops, and the workflows DBOS.destroy
+    cancels) finish winding down before the pool is disposed and the loop closes.
+
+    A cancelled step may still have a statement in a database driver's thread (aiosqlite
+    runs each connection in one); its answer, and the rollback after it, need the loop
+    that is about to close. Without this wait the driver's thread fails to deliver to a
+    closed loop ("Event loop is closed"). Tasks nobody cancelled are not waited for.
+    """
+    await asyncio.sleep(0)  # a cancellation requested from another thread lands first
+    current = asyncio.current_task()
+    cancelled = [task for task in asyncio.all_tasks() if task is not current and task.cancelling()]
+    if cancelled:
+        await asyncio.wait(cancelled, timeout=CANCELLED_WORK_WAIT_S)
 
 
 def _outbox_relay(settings: Settings) -> Relay | None:
