@@ -111,7 +111,7 @@ async def append_events(
         ]
     added = await log_and_publish_many(
         db,
-        order_id=order_id,
+        owner_id=order_id,
         entries=_keyed(entries),
         at=utcnow(),
     )

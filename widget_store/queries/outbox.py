@@ -153,18 +153,18 @@ def log_many_parameters(
 async def log_and_publish_many(
     db: Db,
     *,
-    order_id: int,
+    owner_id: int,
     entries: Sequence[tuple[str, str, str | None]],
     at: datetime,
     aggregate: Aggregate = Aggregate.ORDER,
 ) -> list[str]:
-    """Several log entries of one order (or, with `aggregate`, one trip: `order_id` is
-    then the trip's), `(type, detail, once_key)` each, with their outbox events, in one
+    """Several log entries of one order (or, with `aggregate`, one trip), `owner_id`
+    naming it, `(type, detail, once_key)` each, with their outbox events, in one
     statement (PostgreSQL only). Returns the types added, in order.
 
     Each type appears once: an entry is matched to its outbox event by its type.
     """
-    parameters = log_many_parameters(order_id, entries, at, aggregate)
+    parameters = log_many_parameters(owner_id, entries, at, aggregate)
     result = await db.execute(LOG_AND_PUBLISH_MANY[aggregate], parameters)
     added = set(result.scalars())
     return [type for type in parameters["types"] if type in added]

@@ -105,7 +105,7 @@ async def append_trip_events(
     if is_postgres(db):
         return await log_and_publish_many(
             db,
-            order_id=trip_id,
+            owner_id=trip_id,
             entries=[
                 (event.value, detail, None if event in REPEATABLE_TRIP_EVENTS else event.value)
                 for event, detail in entries
