@@ -22,6 +22,7 @@ from widget_store.config import Settings
 from widget_store.jetstream import JetStreamBroker
 from widget_store.legacy import v1 as legacy_v1
 from widget_store.middleware import BodySizeLimit, RequestMetrics, SecurityHeaders
+from widget_store.news_feed import NewsFeed
 from widget_store.payments import PaymentProvider
 from widget_store.relay import Relay
 from widget_store.shipping import ShippingService
@@ -105,6 +106,9 @@ def create_app(
             asyncio.create_task(durability.slow_down_after_recovery(queue)),
             asyncio.create_task(provider.keep_redelivering(settings.provider_redeliver_s)),
         ]
+        if not settings.database.is_sqlite:  # one process per SQLite file: nobody to hear
+            feed = app.state.news_feed = NewsFeed(settings.database.async_url)
+            background.append(asyncio.create_task(feed.run()))
         relay = _outbox_relay(settings)
         relaying = asyncio.create_task(relay.run()) if relay else None
         try:

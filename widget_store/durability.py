@@ -76,9 +76,10 @@ MISSED_WAKEUP_RECHECK_S = 120.0
 # workflows re-checking at once would each add a thread. Bounded, they queue instead.
 MAX_THREADS = 32
 # Of a process's connection budget, DBOS's system database gets this share; the store's
-# engine the rest. DBOS also keeps one connection for LISTEN and one for its sweeps.
+# engine the rest. DBOS also keeps one connection for LISTEN and one for its sweeps, and
+# the store one to hear the other processes' order news (news_feed.py).
 SYSTEM_POOL_SHARE = 0.6
-EXTRA_CONNECTIONS = 2
+EXTRA_CONNECTIONS = 3
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Pools:
 
     @property
     def total(self) -> int:
-        """Connections a process may open at most, DBOS's own two included."""
+        """Connections a process may open at most, the three long-lived ones included."""
         return self.system + self.store + EXTRA_CONNECTIONS
 
 

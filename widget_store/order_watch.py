@@ -4,9 +4,10 @@ Every change the saga makes to an order is logged to its event log in the same
 transaction. Once a step (or the webhook) has committed, it announces the order, and
 anyone long-polling it (`GET /order/{id}?after_events=`) is woken at once; it also
 announces the checkout key, which wakes the checkout request waiting for its order to
-be placed. Changes made by another app process are not seen here, so waiters also ask
-the database from time to time (`recheck_s`): often when several processes serve,
-rarely (a safety net) when this one runs every workflow.
+be placed. Changes another app process commits reach here through PostgreSQL
+(news_feed.py), as order IDs; waiters also ask the database from time to time
+(`recheck_s`): rarely (a safety net) while that feed is heard or when this process runs
+every workflow, often when several processes serve and the feed is down.
 
 Workflows may run on another thread's event loop than the request waiting for them (DBOS
 runs the workflows it recovers on a loop of its own), so an announcement is handed to the
@@ -28,6 +29,7 @@ RECHECK_SHARED_S = 0.5
 Key = int | str  # an order ID, or a checkout key
 _waiters: defaultdict[Key, set[News]] = defaultdict(set)
 _lock = threading.Lock()
+_hearing_others = False  # whether news_feed is listening for the other processes' news
 
 
 def announce(*keys: Key, note: object | None = None) -> None:
@@ -42,9 +44,29 @@ def announce(*keys: Key, note: object | None = None) -> None:
         news._announce(note)
 
 
-def recheck_s(workers: int) -> float:
-    """How often a waiter asks the database, given how many app processes serve."""
-    return RECHECK_ALONE_S if workers <= 1 else RECHECK_SHARED_S
+def announce_to_all() -> None:
+    """Wake every waiter to read once (news may have been missed: see news_feed.py)."""
+    with _lock:
+        to_wake = [news for waiting in _waiters.values() for news in waiting]
+    for news in to_wake:
+        news._announce(None)
+
+
+def hear_other_processes(hearing: bool) -> None:
+    """Say whether the other processes' news reaches `announce` (news_feed.py)."""
+    global _hearing_others
+    _hearing_others = hearing
+
+
+def recheck_s(workers: int, *, fed: bool = True) -> float:
+    """How often a waiter asks the database, given how many app processes serve.
+
+    `fed`: the news waited for comes through news_feed.py (an order's does; a trip's
+    does not).
+    """
+    if workers <= 1 or (fed and _hearing_others):
+        return RECHECK_ALONE_S
+    return RECHECK_SHARED_S
 
 
 class News:

@@ -328,7 +328,7 @@ async def _book_trip(trip_key: str, request: TripRequest) -> TripView:
         # crash, the workflow recovered) announces here too if this process recovered it;
         # the database is asked as often as for a long-polled order otherwise.
         task = running_here(handle)
-        recheck_s = order_watch.recheck_s(len(services().executors))
+        recheck_s = order_watch.recheck_s(len(services().executors), fed=False)
         stopped = False  # the workflow is not running (here, or anywhere)
         while True:
             async with reading(engine).connect() as conn:
