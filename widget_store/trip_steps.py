@@ -19,7 +19,7 @@ import secrets
 from widget_store import metrics, order_watch
 from widget_store.checkpoints import Checkpoint
 from widget_store.domain import LegOutcome, TripEvent, TripRequest, TripStatus, Undone, UndoResult
-from widget_store.durability import services, step, write
+from widget_store.durability import services, step, write, write_alone
 from widget_store.metrics import CompensationResult
 from widget_store.queries import trips as queries
 from widget_store.queries.dead_letters import park_dead_letter
@@ -31,11 +31,6 @@ from widget_store.travel import TRIP_LEGS, TravelBookingRejected, TripLeg
 RETRY_FIRST_S = 0.01
 RETRY_MAX_S = 1.0
 
-BOOKED = {
-    "car": TripEvent.CAR_BOOKED,
-    "hotel": TripEvent.HOTEL_BOOKED,
-    "flight": TripEvent.FLIGHT_BOOKED,
-}
 FAILED = {
     "car": TripEvent.CAR_FAILED,
     "hotel": TripEvent.HOTEL_FAILED,
@@ -68,12 +63,10 @@ async def book_car(trip_key: str, request: TripRequest) -> LegOutcome:
     The trip row comes first because the services book for its ID. A second run finds
     the first run's trip (the key is unique) and the car booked under the same key.
     """
-    async with write() as db:
-        trip, created = await queries.insert_trip(
+    async with write_alone() as db:  # one statement on PostgreSQL (a second: a rerun's read)
+        trip, _created = await queries.create_trip_and_log(
             db, trip_key=trip_key, request=request, access_token=secrets.token_urlsafe(24)
         )
-        if created:
-            await queries.append_trip_event(db, trip.trip_id, TripEvent.REQUESTED)
     return await _book("car", trip_key, trip.trip_id, request)
 
 
@@ -113,20 +106,16 @@ async def _book(leg: TripLeg, trip_key: str, trip_id: int, request: TripRequest)
                 break
             await asyncio.sleep(retry_delay_s(attempts))
     ended = False
-    async with write() as db:
-        log: list[tuple[TripEvent, str]] = []
+    async with write_alone() as db:  # one statement either way, on PostgreSQL
         if confirmation is None:
-            log.append((FAILED[leg], (refusal or "")[:500]))
+            await queries.append_trip_events(db, trip_id, [(FAILED[leg], (refusal or "")[:500])])
         else:
-            if await queries.record_confirmation(db, trip_id, leg, confirmation):
-                tries = "" if attempts == 1 else f" (after {attempts} attempts)"
-                log.append((BOOKED[leg], f"{confirmation}{tries}"))
-            if leg == TRIP_LEGS[-1]:
-                ended = await queries.end_trip(db, trip_id, TripStatus.BOOKED)
-                if ended:
-                    log.append((TripEvent.BOOKED, ""))
-        if log:
-            await queries.append_trip_events(db, trip_id, log)
+            tries = "" if attempts == 1 else f" (after {attempts} attempts)"
+            ends = leg == TRIP_LEGS[-1]
+            recorded = await queries.record_leg_and_log(
+                db, trip_id, leg, confirmation, f"{confirmation}{tries}", ends=ends
+            )
+            ended = recorded and ends
     if ended:  # the trip's request waits for its end, and only for that
         order_watch.announce(trip_key)
     return LegOutcome(trip_id, attempts, confirmation=confirmation, refusal=refusal)

@@ -78,7 +78,7 @@ _LOG_MANY_CTES = """
         {only_if}
     ), logged AS (
         INSERT INTO {log} ({owner}, type, detail, at, once_key)
-        SELECT CAST(:owner_id AS BIGINT), type, detail,
+        SELECT {owner_id}, type, detail,
             CAST(:at AS TIMESTAMP WITH TIME ZONE), once_key
         FROM entry ORDER BY n
         ON CONFLICT DO NOTHING
@@ -89,14 +89,14 @@ _LOG_MANY_CTES = """
         FROM entry JOIN logged ON logged.type = entry.type
     ), counted AS (
         INSERT INTO outbox_sequences (aggregate, aggregate_id, last_seq)
-        SELECT CAST(:aggregate AS VARCHAR), CAST(:owner_id AS BIGINT), count(*)
+        SELECT CAST(:aggregate AS VARCHAR), {owner_id}, count(*)
         FROM logged HAVING count(*) > 0
         ON CONFLICT (aggregate, aggregate_id)
         DO UPDATE SET last_seq = outbox_sequences.last_seq + EXCLUDED.last_seq
         RETURNING last_seq
     ), published AS (
         INSERT INTO outbox (event_id, aggregate, aggregate_id, seq, type, at, payload)
-        SELECT numbered.event_id, CAST(:aggregate AS VARCHAR), CAST(:owner_id AS BIGINT),
+        SELECT numbered.event_id, CAST(:aggregate AS VARCHAR), {owner_id},
             counted.last_seq - numbered.added + numbered.k, numbered.type,
             CAST(:at AS TIMESTAMP WITH TIME ZONE), CAST(:payload AS TEXT)
         FROM numbered CROSS JOIN counted
@@ -110,12 +110,17 @@ _LOG_MANY_CTES = """
 LOGS = {Aggregate.ORDER: ("order_events", "order_id"), Aggregate.TRIP: ("trip_events", "trip_id")}
 
 
-def log_many_ctes(aggregate: Aggregate = Aggregate.ORDER, only_if: str = "") -> str:
+def log_many_ctes(
+    aggregate: Aggregate = Aggregate.ORDER,
+    only_if: str = "",
+    owner_id: str = "CAST(:owner_id AS BIGINT)",
+) -> str:
     """The CTEs that log several entries of an order's (or a trip's) log and publish
     them (ending in `published`, the types that went in), for a WITH of one statement;
-    `only_if` a WHERE on the entries (e.g. "WHERE EXISTS (SELECT 1 FROM moved)")."""
+    `only_if` a WHERE on the entries (e.g. "WHERE EXISTS (SELECT 1 FROM moved)");
+    `owner_id` the SQL naming the order or trip (a parameter, or a CTE's new row)."""
     log, owner = LOGS[aggregate]
-    return _LOG_MANY_CTES.format(log=log, owner=owner, only_if=only_if)
+    return _LOG_MANY_CTES.format(log=log, owner=owner, only_if=only_if, owner_id=owner_id)
 
 
 LOG_AND_PUBLISH_MANY = {

@@ -17,11 +17,22 @@ from widget_store.domain import TripEvent, TripRequest, TripStatus
 from widget_store.events import Aggregate
 from widget_store.queries._base import Db, changed_one_row, utcnow
 from widget_store.queries.orders import _insert_ignoring_duplicates
-from widget_store.queries.outbox import add_aggregate_events, is_postgres, log_and_publish_many
+from widget_store.queries.outbox import (
+    add_aggregate_events,
+    is_postgres,
+    log_and_publish_many,
+    log_many_ctes,
+    log_many_parameters,
+)
 from widget_store.schema import dead_letters, trip_events, trips
 
 # Log entries that may legitimately repeat in one trip's history.
 REPEATABLE_TRIP_EVENTS = frozenset({TripEvent.COMPENSATION_PARKED, TripEvent.COMPENSATION_RETRIED})
+BOOKED_EVENTS = {
+    "car": TripEvent.CAR_BOOKED,
+    "hotel": TripEvent.HOTEL_BOOKED,
+    "flight": TripEvent.FLIGHT_BOOKED,
+}
 CONFIRMATION_COLUMNS = {
     "car": trips.c.car_confirmation,
     "hotel": trips.c.hotel_confirmation,
@@ -52,9 +63,65 @@ async def insert_trip(
         )
         .returning(*trips.c)
     )
-    created = result.first()
-    if created is not None:
-        return created, True
+    made = result.first()
+    if made is not None:
+        return made, True
+    return await trip_by_key(db, trip_key), False
+
+
+# On PostgreSQL a new trip and its first log entry go in as one statement: the insert
+# (once per key), then the entry only if it went in, for the trip it made.
+CREATE_TRIP_AND_LOG = sa.text(
+    """
+    WITH made AS (
+        INSERT INTO trips (trip_key, fingerprint, user_id, car_id, hotel_id, flight_id,
+            attempts, status, access_token, created_at, updated_at)
+        VALUES (:trip_key, :fingerprint, :user_id, :car_id, :hotel_id, :flight_id,
+            :attempts, :status, :access_token, CAST(:at AS TIMESTAMP WITH TIME ZONE),
+            CAST(:at AS TIMESTAMP WITH TIME ZONE))
+        ON CONFLICT (trip_key) DO NOTHING
+        RETURNING *
+    ),"""
+    + log_many_ctes(
+        Aggregate.TRIP, "WHERE EXISTS (SELECT 1 FROM made)", "(SELECT trip_id FROM made)"
+    )
+    + "SELECT * FROM made"
+)
+
+
+async def create_trip_and_log(
+    db: Db, *, trip_key: str, request: TripRequest, access_token: str
+) -> tuple[Any, bool]:
+    """`insert_trip`, and if this call created it, the trip's REQUESTED entry: one
+    statement on PostgreSQL. A second run finds the first run's trip and logs nothing."""
+    if not is_postgres(db):
+        trip, created = await insert_trip(
+            db, trip_key=trip_key, request=request, access_token=access_token
+        )
+        if created:
+            await append_trip_event(db, trip.trip_id, TripEvent.REQUESTED)
+        return trip, created
+    now = utcnow()
+    requested = TripEvent.REQUESTED.value
+    result = await db.execute(
+        CREATE_TRIP_AND_LOG,
+        {
+            # Owner 0: unused, the statement logs for the trip it made.
+            **log_many_parameters(0, [(requested, "", requested)], now, Aggregate.TRIP),
+            "trip_key": trip_key,
+            "fingerprint": request.fingerprint(),
+            "user_id": request.user_id,
+            "car_id": request.car_id,
+            "hotel_id": request.hotel_id,
+            "flight_id": request.flight_id,
+            "attempts": request.attempts,
+            "status": TripStatus.PENDING.value,
+            "access_token": access_token,
+        },
+    )
+    made = result.first()
+    if made is not None:
+        return made, True
     return await trip_by_key(db, trip_key), False
 
 
@@ -77,6 +144,68 @@ async def record_confirmation(db: Db, trip_id: int, leg: str, confirmation: str)
         .where(trips.c.trip_id == trip_id, column.is_(None))
         .values({column: confirmation, trips.c.updated_at: utcnow()}),
     )
+
+
+# On PostgreSQL a leg's confirmation, the trip's end when it is the last leg, and their
+# log entries go in as one statement: the conditional UPDATE, then the entries only if
+# it matched (`moved`). What record_confirmation, end_trip and append_trip_events do, in
+# their order, for one round trip (outside a transaction, `durability.write_alone`)
+# instead of five.
+_RECORD_LEG_AND_LOG = """
+    WITH moved AS (
+        UPDATE trips
+        SET {column} = CAST(:confirmation AS VARCHAR),
+            status = CASE WHEN CAST(:ends AS BOOLEAN) THEN CAST(:booked AS VARCHAR)
+                          ELSE status END,
+            updated_at = CAST(:at AS TIMESTAMP WITH TIME ZONE)
+        WHERE trip_id = CAST(:owner_id AS BIGINT) AND {column} IS NULL
+            AND (NOT CAST(:ends AS BOOLEAN) OR status = CAST(:pending AS VARCHAR))
+        RETURNING trip_id
+    ),"""
+RECORD_LEG_AND_LOG = {
+    leg: sa.text(
+        _RECORD_LEG_AND_LOG.format(column=column.name)
+        + log_many_ctes(Aggregate.TRIP, "WHERE EXISTS (SELECT 1 FROM moved)")
+        + "SELECT trip_id FROM moved"
+    )
+    for leg, column in CONFIRMATION_COLUMNS.items()
+}
+
+
+async def record_leg_and_log(
+    db: Db, trip_id: int, leg: str, confirmation: str, detail: str, *, ends: bool
+) -> bool:
+    """The service's confirmation for one leg, once (only while none is recorded), logged
+    with `detail`; with `ends`, the last leg's, the trip turns BOOKED with it (only a
+    PENDING trip records it then). True if this call recorded it: a second run finds the
+    confirmation there and writes nothing. One statement on PostgreSQL."""
+    booked = BOOKED_EVENTS[leg]
+    log = [(booked, detail), *([(TripEvent.BOOKED, "")] if ends else [])]
+    if not is_postgres(db):
+        pending = not ends or (await trip_by_id(db, trip_id)).status == TripStatus.PENDING
+        if not (pending and await record_confirmation(db, trip_id, leg, confirmation)):
+            return False
+        if ends:
+            await end_trip(db, trip_id, TripStatus.BOOKED)
+        await append_trip_events(db, trip_id, log)
+        return True
+    parameters = log_many_parameters(
+        trip_id,
+        [(event.value, text, event.value) for event, text in log],
+        utcnow(),
+        Aggregate.TRIP,
+    )
+    result = await db.execute(
+        RECORD_LEG_AND_LOG[leg],
+        {
+            **parameters,
+            "confirmation": confirmation,
+            "ends": ends,
+            "booked": TripStatus.BOOKED.value,
+            "pending": TripStatus.PENDING.value,
+        },
+    )
+    return result.first() is not None
 
 
 async def end_trip(db: Db, trip_id: int, status: TripStatus, reason: str | None = None) -> bool:
