@@ -106,7 +106,7 @@ def create_app(
             asyncio.create_task(durability.slow_down_after_recovery(queue)),
             asyncio.create_task(provider.keep_redelivering(settings.provider_redeliver_s)),
         ]
-        if not settings.database.is_sqlite:  # one process per SQLite file: nobody to hear
+        if not settings.database.is_sqlite and settings.workers > 1:  # others to hear
             feed = app.state.news_feed = NewsFeed(settings.database.async_url)
             background.append(asyncio.create_task(feed.run()))
         relay = _outbox_relay(settings)

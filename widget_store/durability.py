@@ -47,6 +47,7 @@ from widget_store.config import Settings
 from widget_store.domain import Undone
 from widget_store.logs import log_context
 from widget_store.metrics import CompensationResult
+from widget_store.news_feed import announcing
 from widget_store.payments import DirectCharges, PaymentProvider
 from widget_store.shipping import ShippingService
 from widget_store.travel import TravelService, TripLeg
@@ -127,7 +128,10 @@ def create_store_engine(settings: Settings) -> AsyncEngine:
         return create_async_engine(
             settings.database.async_url,
             connect_args={
-                "server_settings": {"application_name": settings.database.application_name}
+                "server_settings": {
+                    "application_name": settings.database.application_name,
+                    **announcing(settings.workers),
+                }
             },
             pool_size=Pools.of(settings.db_pool_size).store,
             max_overflow=0,

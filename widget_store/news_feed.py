@@ -1,7 +1,8 @@
 """Order news from the other app processes, heard through PostgreSQL's LISTEN/NOTIFY.
 
-Every entry written to an order's log is announced on a channel when its transaction
-commits (a trigger, migrations/versions/0007_order_news.py). Each process keeps one
+When several app processes serve, every entry they write to an order's log is announced
+on a channel when its transaction commits (a trigger, migrations/versions/0007_order_news.py,
+for the sessions that ask for it: `announcing`, on the store's engine). Each process keeps one
 connection listening there and hands each order ID to `order_watch`, which wakes the
 requests of this process waiting on that order. So a long poll learns of a change the
 moment it commits, whichever process committed it, and the waiters fall back to asking
@@ -28,6 +29,15 @@ from widget_store import order_watch
 log = logging.getLogger("widget_store.news_feed")
 
 CHANNEL = "widget_store_order_news"  # as in migration 0007
+ANNOUNCE = "widget_store.announce"  # the session setting the trigger reads
+
+
+def announcing(workers: int) -> dict[str, str]:
+    """The server settings a store connection takes: its order news announced to the other
+    processes if there are any (one process has nobody to tell, and a NOTIFY costs)."""
+    return {ANNOUNCE: "on"} if workers > 1 else {}
+
+
 CHECK_S = 30.0  # how often an idle listening connection is asked whether it still answers
 RETRY_S = 1.0
 

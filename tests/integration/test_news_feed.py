@@ -13,10 +13,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from tests.conftest import make_settings
 from widget_store import order_watch, queries
 from widget_store.config import Database
 from widget_store.domain import OrderEvent, PricedLine
-from widget_store.news_feed import NewsFeed
+from widget_store.durability import create_store_engine
+from widget_store.news_feed import NewsFeed, announcing
 
 pytestmark = pytest.mark.postgres
 
@@ -37,12 +39,15 @@ def hearing() -> bool:
 
 
 @asynccontextmanager
-async def feed_and_other_process(url: str) -> AsyncIterator[tuple[NewsFeed, AsyncEngine]]:
-    """A running feed, and an engine standing for another app process's writes."""
+async def feed_and_other_process(
+    url: str, workers: int = 2
+) -> AsyncIterator[tuple[NewsFeed, AsyncEngine]]:
+    """A running feed, and an engine standing for another app process's writes, made as
+    the store makes its engine when `workers` processes serve."""
     async_url = Database.parse(url).async_url
     feed = NewsFeed(async_url, name=FEED_NAME)
     listening = asyncio.create_task(feed.run())
-    other = create_async_engine(async_url)
+    other = create_async_engine(async_url, connect_args={"server_settings": announcing(workers)})
     try:
         await until(hearing)
         yield feed, other
@@ -139,3 +144,36 @@ def test_a_feed_whose_connection_is_cut_falls_back_to_rechecking_then_listens_ag
     while_cut, woken_on_return = asyncio.run(scenario())
     assert while_cut == order_watch.RECHECK_SHARED_S
     assert woken_on_return
+
+
+def test_a_store_of_one_process_announces_nothing(postgres_url: str) -> None:
+    async def scenario() -> tuple[bool, int]:
+        async with feed_and_other_process(postgres_url, workers=1) as (feed, alone):
+            order_id = await place(alone, "alone")
+            with order_watch.watching(order_id) as news:
+                await log(alone, order_id, OrderEvent.ORDER_CREATED)
+                woken = await news.next(1.0)
+            return woken, feed.heard
+
+    woken, heard = asyncio.run(scenario())
+    assert not woken and heard == 0, "one process has nobody to tell: no NOTIFY"
+
+
+@pytest.mark.parametrize(("workers", "asked"), [(1, None), (2, "on")])
+def test_the_stores_engine_asks_for_announcements_only_when_several_processes_serve(
+    postgres_url: str, workers: int, asked: str | None
+) -> None:
+    settings = make_settings(postgres_url, workers=workers)
+
+    async def scenario() -> str | None:
+        engine = create_store_engine(settings)
+        try:
+            async with engine.connect() as conn:
+                setting: str | None = await conn.scalar(
+                    sa.text("SELECT current_setting('widget_store.announce', true)")
+                )
+                return setting
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(scenario()) == asked
