@@ -36,8 +36,11 @@ class PrivateCluster:
     which chaos runs can afford: they kill processes, not machines. Benchmarks keep
     PostgreSQL's defaults, and `statements=True` loads pg_stat_statements."""
 
-    def __init__(self, *, durable: bool = False, statements: bool = False) -> None:
+    def __init__(
+        self, *, durable: bool = False, statements: bool = False, max_connections: int = 300
+    ) -> None:
         self.durable = durable
+        self.max_connections = max_connections
         self.statements = statements
         self.bin = _binaries()
         self.port = free_port()
@@ -58,23 +61,28 @@ class PrivateCluster:
     def create(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
         self.start()
-        admin = sa.create_engine(
-            f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres",
-            isolation_level="AUTOCOMMIT",
-        )
-        with admin.connect() as conn:
-            conn.execute(sa.text("CREATE DATABASE chaos"))
-        admin.dispose()
+        self.new_database("chaos")
         if self.statements:
             engine = sa.create_engine(self.url.replace("postgresql://", "postgresql+psycopg://"))
             with engine.begin() as conn:
                 conn.execute(sa.text("CREATE EXTENSION pg_stat_statements"))
             engine.dispose()
 
+    def new_database(self, name: str) -> str:
+        """Another empty database on this server; its URL."""
+        admin = sa.create_engine(
+            f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres",
+            isolation_level="AUTOCOMMIT",
+        )
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
     def start(self) -> None:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-            "-c max_connections=300"
+            f"-c max_connections={self.max_connections}"
         )
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off"

@@ -1,15 +1,16 @@
 """Two stores of two workers each on one PostgreSQL: they fit its connections, and buy.
 
 PostgreSQL's default `max_connections` is 100. Each app process holds at most
-`WIDGET_STORE_DB_POOL_SIZE` connections plus DBOS's listener and sweeper
-(`durability.Pools`), so four processes stay well inside it, under load.
+`WIDGET_STORE_DB_POOL_SIZE` connections plus three long-lived ones (`durability.Pools`),
+so four processes stay well inside it, under load. The stores get a PostgreSQL server of
+their own, with that default, so that no other test's connections count against them.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,12 +18,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.chaos.cluster import PrivateCluster
 from tests.helpers import Shopper, cart, new_key
 from tests.server import ServerProcess, running_server
 from widget_store.config import Database, Settings
 from widget_store.durability import Pools
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("postgres_server_binaries")]
 
 WORKERS = 2
 SHOPPERS = 12  # at once, per store
@@ -30,13 +32,23 @@ PURCHASES = 24  # per store
 
 
 @pytest.fixture
+def postgres_of_its_own() -> Iterator[PrivateCluster]:
+    cluster = PrivateCluster(max_connections=100)  # PostgreSQL's default
+    cluster.create()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
 def two_stores(
-    empty_postgres_databases: Callable[[], str], tmp_path: Path
+    postgres_of_its_own: PrivateCluster, tmp_path: Path
 ) -> Iterator[list[tuple[ServerProcess, str]]]:
     with ExitStack() as stack:
         stores = []
         for name in ("first", "second"):
-            url = empty_postgres_databases()
+            url = postgres_of_its_own.new_database(name)
             env = {
                 "WIDGET_STORE_DATABASE_URL": url,
                 "WIDGET_STORE_WORKERS": str(WORKERS),
