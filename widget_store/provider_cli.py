@@ -52,7 +52,17 @@ def send_webhook(
 ) -> int:
     """Post the signed verdict; print the store's status and reply. Returns an exit code."""
     if amount_cents is None:
-        amount_cents = payment_amount(settings, payment_id)
+        try:
+            amount_cents = payment_amount(settings, payment_id)
+        except sa.exc.SQLAlchemyError as error:  # no such file or server, no such table
+            reason = str(error.orig if isinstance(error, sa.exc.DBAPIError) else error)
+            print(
+                f"widget-store: could not read payment {payment_id}'s amount from "
+                f"{settings.database.describe()} ({reason.splitlines()[0] if reason else error}); "
+                "give --amount, or set WIDGET_STORE_DATABASE_URL to the store's database",
+                file=sys.stderr,
+            )
+            return 2
         if amount_cents is None:
             print(
                 f"widget-store: no payment {payment_id} at the provider; give --amount",
