@@ -9,14 +9,18 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import httpx
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from widget_store import queries
 from widget_store.app import create_app
 from widget_store.config import Environment, Settings
+from widget_store.domain import PricedLine
 from widget_store.payments import SIGNATURE_HEADER, sign_webhook, webhook_body
 
 TERMINAL = ("DISPATCHED", "CANCELLED")
@@ -250,3 +254,19 @@ class Store(Shopper):
 
     def event_types(self, order_id: int) -> list[str]:
         return [e["type"] for e in self.order(order_id)["events"]]
+
+
+async def new_order(conn: AsyncConnection, checkout_key: str) -> int:
+    """A PENDING order of one line, as place_order creates it (for tests of the SQL)."""
+    order_id, _ = await queries.insert_order(
+        conn,
+        checkout_key=checkout_key,
+        fingerprint="f",
+        lines=[PricedLine(1, 1, 100)],
+        total_cents=100,
+        shipping_address="1 Main Street",
+        payment_id=f"pay_{checkout_key}",
+        access_token="t",
+        payment_deadline=datetime(2026, 12, 2, 12, 15, tzinfo=UTC),
+    )
+    return order_id

@@ -7,16 +7,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.conftest import make_settings
+from tests.helpers import new_order
 from widget_store import order_watch, queries
 from widget_store.config import Database
-from widget_store.domain import OrderEvent, PricedLine
+from widget_store.domain import OrderEvent
 from widget_store.durability import create_store_engine
 from widget_store.news_feed import NewsFeed, announcing
 
@@ -59,18 +60,7 @@ async def feed_and_other_process(
 
 async def place(engine: AsyncEngine, key: str) -> int:
     async with engine.begin() as conn:
-        order_id, _ = await queries.insert_order(
-            conn,
-            checkout_key=key,
-            fingerprint="f",
-            lines=[PricedLine(1, 1, 100)],
-            total_cents=100,
-            shipping_address="1 Main Street",
-            payment_id=f"pay_{key}",
-            access_token="t",
-            payment_deadline=NOW + timedelta(minutes=15),
-        )
-    return order_id
+        return await new_order(conn, key)
 
 
 async def log(engine: AsyncEngine, order_id: int, event: OrderEvent) -> None:

@@ -10,11 +10,12 @@ from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
+from tests.helpers import new_order
 from widget_store import queries
 from widget_store.config import Database
-from widget_store.domain import OrderEvent, OrderStatus, PricedLine
+from widget_store.domain import OrderEvent, OrderStatus
 from widget_store.events import Aggregate, EventPayloadError, decode
 from widget_store.schema import outbox
 
@@ -167,22 +168,6 @@ def test_two_transactions_writing_one_orders_events_queue_instead_of_colliding(
         return await sequences(engine)
 
     assert run_on(postgres_url, scenario) == [("order", 5, 1), ("order", 5, 2)]
-
-
-async def new_order(conn: AsyncConnection, checkout_key: str) -> int:
-    """A PENDING order of one line, as place_order creates it."""
-    order_id, _ = await queries.insert_order(
-        conn,
-        checkout_key=checkout_key,
-        fingerprint="f",
-        lines=[PricedLine(1, 1, 100)],
-        total_cents=100,
-        shipping_address="1 Main Street",
-        payment_id=f"pay_{checkout_key}",
-        access_token="t",
-        payment_deadline=NOW + timedelta(minutes=15),
-    )
-    return order_id
 
 
 def test_a_log_entry_written_again_by_a_rerun_step_goes_to_the_outbox_once(
