@@ -21,6 +21,7 @@ from widget_store.catalog import KnownProducts
 from widget_store.config import Settings
 from widget_store.jetstream import JetStreamBroker
 from widget_store.legacy import v1 as legacy_v1
+from widget_store.legacy import watchdog_v2 as legacy_watchdog_v2
 from widget_store.middleware import BodySizeLimit, RequestMetrics, SecurityHeaders
 from widget_store.news_feed import NewsFeed
 from widget_store.payments import PaymentProvider
@@ -35,8 +36,13 @@ from widget_store.trip import book_trip_workflow
 from widget_store.web import mount_web
 
 log = logging.getLogger("widget_store.app")
-# Imported for its registrations: version 0.1's workflows, for the checkouts it started.
-REGISTERED_LEGACY = (legacy_v1.checkout_workflow, legacy_v1.resolve_order)
+# Imported for their registrations: version 0.1's workflows, for the checkouts it started,
+# and the watchdog pass before it paged, for a pass cut short.
+REGISTERED_LEGACY = (
+    legacy_v1.checkout_workflow,
+    legacy_v1.resolve_order,
+    legacy_watchdog_v2.watchdog_v2_workflow,
+)
 REGISTERED_TRIPS = (book_trip_workflow,)
 TravelWrapper = Callable[[TripLeg, TravelService], TravelService]
 

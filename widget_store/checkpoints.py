@@ -18,13 +18,14 @@ class Workflow(StrEnum):
 
     CHECKOUT = "checkout.v2"
     RESOLVE_ORDER = "resolve_order.v2"
-    WATCHDOG = "watchdog.v2"
+    WATCHDOG = "watchdog.v3"
     # `widget-store node`'s checkout (widget_store/node_checkout.py): a direct charge, no wait.
     NODE_CHECKOUT = "node_checkout.v1"
     BOOK_TRIP = "book_trip.v1"  # widget_store/trip.py
     # Registered by widget_store.legacy, for the workflows started by version 0.1.
     CHECKOUT_V1 = "checkout"
     RESOLVE_ORDER_V1 = "resolve_order"
+    WATCHDOG_V2 = "watchdog.v2"  # widget_store/legacy/watchdog_v2.py
     WATCHDOG_V1 = "watchdog"
 
 
@@ -57,7 +58,8 @@ class Checkpoint(StrEnum):
     RETRY_TRIP_COMPENSATION = "retry_trip_compensation"
     RESOLVE_TRIP_COMPENSATION = "resolve_trip_compensation"
     # The watchdog and its resolving workflow.
-    FIND_UNFINISHED_ORDERS = "find_unfinished_orders"
+    FIND_UNFINISHED_ORDERS = "find_unfinished_orders"  # watchdog.v2's one page
+    FIND_STRANDED_ORDERS = "find_stranded_orders"
     READ_ORDER_STATUS = "read_order_status"
     RESUME_ORPHAN = "resume_orphan"
     # `widget-store node`'s checkout: its direct charge, and each batch of protocol messages

@@ -35,7 +35,6 @@ from widget_store.domain import (
     ShippingRejected,
     Undone,
     UndoResult,
-    UnfinishedOrder,
     describe_shortages,
     order_total,
     price_lines,
@@ -473,19 +472,6 @@ async def resolve_compensation(order_id: int, compensation: str) -> None:
 
 
 # --- what the watchdog reads ------------------------------------------------------------
-
-
-@step(Checkpoint.FIND_UNFINISHED_ORDERS)
-async def find_unfinished_orders(older_than: datetime) -> list[UnfinishedOrder]:
-    """Orders neither DISPATCHED nor CANCELLED, created before `older_than` (a read)."""
-    async with services().engine.connect() as db:
-        rows = await queries.unfinished_orders(db, older_than)
-    return [
-        UnfinishedOrder(
-            r.order_id, r.checkout_key, r.status, r.payment_id, r.total_cents, r.shipping_address
-        )
-        for r in rows
-    ]
 
 
 @step(Checkpoint.READ_ORDER_STATUS)

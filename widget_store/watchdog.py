@@ -23,18 +23,18 @@ again at the next pass, and the pass goes on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from dbos import DBOS, SetWorkflowID, WorkflowStatus
 
-from widget_store import steps
+from widget_store import queries
 from widget_store.checkout import resolve_order
 from widget_store.checkpoints import Checkpoint, Workflow, is_node_saga, resolve_order_id
 from widget_store.domain import UnfinishedOrder
 from widget_store.durability import ACTIVE, services, step, take_over
 
-__all__ = ["UnfinishedOrder", "WatchdogReport", "schedule", "watchdog_workflow"]
+__all__ = ["UnfinishedOrder", "WatchdogPage", "WatchdogReport", "schedule", "watchdog_workflow"]
 
 SCHEDULE_NAME = "widget-store-watchdog"
 SCHEDULE = "0 * * * * *"  # every minute
@@ -51,7 +51,9 @@ RESUMABLE = frozenset(
 )
 # A watchdog pass holds nothing the next pass does not work out again: an old one that
 # was cut short is cancelled rather than carried on.
-DISPOSABLE = frozenset({Workflow.WATCHDOG, Workflow.WATCHDOG_V1})
+DISPOSABLE = frozenset({Workflow.WATCHDOG, Workflow.WATCHDOG_V2, Workflow.WATCHDOG_V1})
+# Unfinished orders a pass reads per step (and so per checkpoint).
+PAGE = 500
 
 
 @dataclass
@@ -67,29 +69,45 @@ def _orphaned(workflow: WorkflowStatus) -> bool:
     return workflow.app_version != svc.app_version or workflow.executor_id not in svc.executors
 
 
+@dataclass(frozen=True)
+class WatchdogPage:
+    """One page of unfinished orders, as a pass's step saw it: how many it read, the ones
+    no live workflow drives (with the workflows of theirs that exist), and where the next
+    page starts (None: this was the last)."""
+
+    checked: int
+    orders: list[UnfinishedOrder]
+    workflows: dict[str, WorkflowStatus]
+    next_after: int | None
+
+
 @DBOS.workflow(name=Workflow.WATCHDOG.value)
 async def watchdog_workflow(scheduled_at: Any, context: Any) -> WatchdogReport:
-    """One watchdog pass (the schedule's workflow: it receives the scheduled time)."""
+    """One watchdog pass (the schedule's workflow: it receives the scheduled time).
+
+    It walks every unfinished order older than `stuck_after_s`, a page at a time, oldest
+    first. A page's step keeps only the orders no live workflow drives, so a store with
+    thousands of checkouts healthily waiting for payment records a few bytes per page,
+    not the orders themselves, and an order stranded behind them is still reached.
+    """
     older_than = scheduled_at - timedelta(seconds=services().stuck_after_s)
-    orders = await steps.find_unfinished_orders(older_than)
-    report = WatchdogReport(checked=len(orders))
-    if not orders:
-        return report
-    ids = [o.checkout_key for o in orders] + [
-        resolver for o in orders for resolver in _resolvers(o)
-    ]
-    workflows = {
-        w.workflow_id: w
-        for w in await DBOS.list_workflows_async(
-            workflow_ids=ids, load_input=False, load_output=False
-        )
-    }
-    for order in orders:
-        try:
-            await _look_after(order, workflows, report)
-        except Exception as failure:  # one order's trouble must not stop the others
-            report.failed.append(order.order_id)
-            DBOS.logger.error("watchdog: order %s: %r", order.order_id, failure)
+    report = WatchdogReport()
+    after: int | None = 0
+    while after is not None:
+        page = await find_stranded_orders(older_than, after)
+        report.checked += page.checked
+        for order in page.orders:
+            try:
+                await look_after(order, page.workflows, report)
+            except Exception as failure:  # one order's trouble must not stop the others
+                report.failed.append(order.order_id)
+                DBOS.logger.error("watchdog: order %s: %r", order.order_id, failure)
+        after = page.next_after
+    report_trouble(report)
+    return report
+
+
+def report_trouble(report: WatchdogReport) -> None:
     if report.resumed or report.resolved or report.failed:
         DBOS.logger.warning(
             "watchdog: resumed %s, resolved %s, failed %s",
@@ -97,10 +115,47 @@ async def watchdog_workflow(scheduled_at: Any, context: Any) -> WatchdogReport:
             report.resolved,
             report.failed,
         )
-    return report
 
 
-def _resolvers(order: UnfinishedOrder) -> tuple[str, str]:
+@step(Checkpoint.FIND_STRANDED_ORDERS)
+async def find_stranded_orders(older_than: datetime, after_id: int) -> WatchdogPage:
+    """The next page of unfinished orders after `after_id`, less the ones whose checkout
+    workflow is running in a live process (a read, and DBOS's workflow list: a second run
+    reads again and changes nothing)."""
+    async with services().engine.connect() as db:
+        rows = await queries.unfinished_orders(db, older_than, after_id=after_id, limit=PAGE)
+    orders = [
+        UnfinishedOrder(
+            r.order_id, r.checkout_key, r.status, r.payment_id, r.total_cents, r.shipping_address
+        )
+        for r in rows
+    ]
+    checkouts = await _workflows([o.checkout_key for o in orders])
+    stranded = [o for o in orders if not _driven(checkouts.get(o.checkout_key))]
+    resolvers = await _workflows([r for o in stranded for r in resolvers_of(o)])
+    ids = {o.checkout_key for o in stranded} | set(resolvers)
+    next_after = orders[-1].order_id if len(rows) == PAGE else None
+    return WatchdogPage(
+        checked=len(orders),
+        orders=stranded,
+        workflows={i: w for i, w in (checkouts | resolvers).items() if i in ids},
+        next_after=next_after,
+    )
+
+
+async def _workflows(ids: list[str]) -> dict[str, WorkflowStatus]:
+    if not ids:
+        return {}
+    found = await DBOS.list_workflows_async(workflow_ids=ids, load_input=False, load_output=False)
+    return {w.workflow_id: w for w in found}
+
+
+def _driven(checkout: WorkflowStatus | None) -> bool:
+    """Whether a live process runs (or will recover) this checkout's workflow."""
+    return checkout is not None and checkout.status in ACTIVE and not _orphaned(checkout)
+
+
+def resolvers_of(order: UnfinishedOrder) -> tuple[str, str]:
     """The IDs a resolving workflow of this order has: today's, and version 0.1's."""
     return resolve_order_id(order.order_id), f"resolve-{order.order_id}"
 
@@ -114,7 +169,7 @@ def _resolving(workflow: WorkflowStatus | None) -> bool:
     )
 
 
-async def _look_after(
+async def look_after(
     order: UnfinishedOrder, workflows: dict[str, WorkflowStatus], report: WatchdogReport
 ) -> None:
     if is_node_saga(order.checkout_key):
@@ -123,14 +178,14 @@ async def _look_after(
         return
     checkout = workflows.get(order.checkout_key)
     if checkout is not None and checkout.status in ACTIVE:
-        if not _orphaned(checkout):
+        if _driven(checkout):
             return  # a live process will recover or is running it
         if checkout.name not in RESUMABLE:
             raise RuntimeError(f"workflow {checkout.name!r} has no step list registered here")
         await resume_orphan(order.checkout_key, services().app_version)
         report.resumed.append(order.order_id)
         return
-    for resolver in (workflows.get(i) for i in _resolvers(order)):
+    for resolver in (workflows.get(i) for i in resolvers_of(order)):
         if resolver is not None and _resolving(resolver):  # already being resolved
             if _orphaned(resolver):
                 await resume_orphan(resolver.workflow_id, services().app_version)

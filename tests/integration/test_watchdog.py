@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from dbos import DBOS
 
-from tests.helpers import Store, cart, new_key
-from widget_store.checkpoints import node_saga_id
+from tests.helpers import Store, cart, eventually, new_key
+from widget_store import watchdog
+from widget_store.checkpoints import Workflow, node_saga_id
+from widget_store.legacy import watchdog_v2 as legacy_watchdog_v2
 from widget_store.config import Settings
 
 
@@ -228,3 +233,71 @@ def test_the_nodes_orders_are_left_to_the_node(settings: Settings) -> None:
 
         assert report == {"checked": 1, "resumed": [], "resolved": [], "failed": []}
         assert store.order(placed["order_id"])["status"] == "PENDING"
+
+
+# --- a pass reaches every unfinished order, however many wait healthily -------------------
+
+
+def pass_steps(name: Workflow) -> list[tuple[str, Any]]:
+    """The steps of the one watchdog pass of this name, with their outputs."""
+    (one,) = DBOS.list_workflows(name=name.value)
+    return [(s["function_name"], s["output"]) for s in DBOS.list_workflow_steps(one.workflow_id)]
+
+
+def test_an_order_stranded_behind_pages_of_waiting_checkouts_is_still_resolved(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watchdog, "PAGE", 2)
+    with Store.running(replace(settings, stuck_after_s=0)) as store:
+        waiting = [store.checkout(cart((1, 1))).json() for _ in range(4)]
+        key = new_key()
+        stranded = store.checkout(cart((2, 1)), key=key).json()
+        DBOS.cancel_workflow(key)
+
+        report = run_watchdog(store)
+
+        assert report["checked"] == 5
+        assert report["resolved"] == [stranded["order_id"]]
+        assert store.wait_for(stranded["order_id"])["status"] == "CANCELLED"
+        assert {store.order(p["order_id"])["status"] for p in waiting} == {"PENDING"}
+        pages = [
+            out for name, out in pass_steps(Workflow.WATCHDOG) if name == "find_stranded_orders"
+        ]
+        assert [page.checked for page in pages] == [2, 2, 1]
+        assert [len(page.orders) for page in pages] == [0, 0, 1], "live checkouts not recorded"
+
+
+def test_a_watchdog_pass_of_the_version_before_paging_finishes_under_its_own_steps(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `watchdog.v2` pass cut short after its two steps (a crash, or a deploy of this
+    same version) is recovered by DBOS and replays them, then looks after what it read."""
+    held = asyncio.Event()
+
+    async def cut_short(*_: object) -> None:
+        await held.wait()  # never set: the process stops with the pass PENDING here
+
+    with Store.running(replace(settings, stuck_after_s=0)) as store:
+        key = new_key()
+        stranded = store.checkout(cart((1, 1)), key=key).json()
+        DBOS.cancel_workflow(key)
+        with monkeypatch.context() as patched:
+            patched.setattr(legacy_watchdog_v2, "look_after", cut_short)
+
+            async def start() -> str:
+                handle = await DBOS.start_workflow_async(
+                    legacy_watchdog_v2.watchdog_v2_workflow, datetime.now(UTC), None
+                )
+                return handle.workflow_id
+
+            pass_id = store.client.portal.call(start)
+            eventually(lambda: len(DBOS.list_workflow_steps(pass_id)) == 2, what="its two steps")
+
+    with Store.running(replace(settings, stuck_after_s=0)) as store:
+        report = DBOS.retrieve_workflow(pass_id).get_result()
+
+        assert report.resolved == [stranded["order_id"]]
+        assert store.wait_for(stranded["order_id"])["status"] == "CANCELLED"
+        names = [s["function_name"] for s in DBOS.list_workflow_steps(pass_id)]
+        assert names[:2] == ["find_unfinished_orders", "DBOS.listWorkflows"]
+        assert names.count("find_unfinished_orders") == 1, "replayed, not run again"

@@ -158,13 +158,20 @@ async def list_orders(db: Db, *, limit: int, before: int | None) -> list[dict[st
     ]
 
 
-async def unfinished_orders(db: Db, older_than: datetime) -> list[Any]:
-    """Orders not yet DISPATCHED or CANCELLED, created before `older_than`, oldest first."""
+async def unfinished_orders(
+    db: Db, older_than: datetime, *, after_id: int = 0, limit: int = 500
+) -> list[Any]:
+    """Orders not yet DISPATCHED or CANCELLED, created before `older_than`, oldest first:
+    at most `limit` of them, from the first whose ID is above `after_id` (a page)."""
     result = await db.execute(
         sa.select(orders)
-        .where(orders.c.status.not_in(TERMINAL), orders.c.created_at < older_than)
+        .where(
+            orders.c.status.not_in(TERMINAL),
+            orders.c.created_at < older_than,
+            orders.c.order_id > after_id,
+        )
         .order_by(orders.c.order_id)
-        .limit(500)
+        .limit(limit)
     )
     return list(result)
 
