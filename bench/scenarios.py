@@ -161,10 +161,14 @@ def recovery(in_flight: int, results: Path = RESULTS) -> None:
     save_json("recovery", measured.__dict__, results)
 
 
-def waiting(count: int, seconds: float, results: Path = RESULTS) -> None:
+def _rates(rates: list[float]) -> str:
+    return ", ".join(f"{rate:.1f}" for rate in rates)
+
+
+def waiting(count: int, seconds: float, results: Path = RESULTS, rounds: int = 3) -> None:
     from bench import waiting as waiting_bench
 
-    measured = waiting_bench.run(count, seconds)
+    measured = waiting_bench.run(count, seconds, rounds=rounds)
     ratio = measured.purchases_per_s_waiting / measured.purchases_per_s_idle * 100
     m = measured
     print(f"{m.waiting} checkouts waiting for payment (opened at {m.opened_per_s:.0f}/s)")
@@ -172,7 +176,8 @@ def waiting(count: int, seconds: float, results: Path = RESULTS) -> None:
     print(f"  threads: {measured.threads_idle} idle, {measured.threads_waiting} with them")
     print(
         f"  other shoppers: {measured.purchases_per_s_idle:.1f}/s idle, "
-        f"{measured.purchases_per_s_waiting:.1f}/s with them"
+        f"{measured.purchases_per_s_waiting:.1f}/s with them (medians of turns, in turns "
+        f"with a store like it: {_rates(m.idle_turns)} against {_rates(m.waiting_turns)})"
     )
     print(
         f"  paid all at once: drained at {m.drained_per_s:.1f}/s "
@@ -306,6 +311,6 @@ def smoke(results: Path) -> None:
     """A few seconds of each benchmark, no targets: proves the benchmarks still run."""
     throughput([1, 4], 2.0, 1, results=results, name="smoke-throughput", measure_idle=False)
     recovery(6, results)
-    waiting(20, 2.0, results)
+    waiting(20, 2.0, results, rounds=1)
     observability([2], 2.0, 1, 1, results=results, name="smoke-observability", settle_s=0.0)
     relay([2], 2.0, 1, 1, results=results, name="smoke-relay", settle_s=0.0)

@@ -2,8 +2,8 @@
 
 Each waiting checkout is a DBOS workflow suspended in `recv`. With async workflows that
 should be a coroutine, not a thread; this measures the app's memory and threads with
-N of them open, the throughput other shoppers get meanwhile against the same store idle,
-and how fast the N drain once they are all paid.
+N of them open, the throughput other shoppers get meanwhile against a store like it with
+none waiting (in turns, medians), and how fast the N drain once they are all paid.
 
 The payment deadline is set far out, so that none of them times out while thousands are
 opened and paid; the drain rate is measured over at most `DRAIN_WINDOW_S`, since at a
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import statistics
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from widget_store.payments import signed_webhook
 
 PAYMENT_TIMEOUT_S = 6 * 3600.0
 DRAIN_WINDOW_S = 180.0
+ROUNDS = 3  # turns each, for the other shoppers' throughput (medians)
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,10 @@ class Waiting:
     rss_mb_waiting: float
     threads_idle: int
     threads_waiting: int
-    purchases_per_s_idle: float
+    purchases_per_s_idle: float  # on a store like it with none waiting, in turns
     purchases_per_s_waiting: float
+    idle_turns: list[float]
+    waiting_turns: list[float]
     drained_per_s: float
     drain_window_s: float
 
@@ -94,32 +98,43 @@ def _pay_for_at_most(
     asyncio.run(pay())
 
 
-def run(waiting: int, seconds: float, shoppers: int = 32) -> Waiting:
-    with BenchStore(StoreOptions(payment_timeout_s=PAYMENT_TIMEOUT_S)) as store:
-        price = store.price_cents()
+def _throughput(store: BenchStore, shoppers: int, seconds: float) -> float:
+    result = asyncio.run(
+        shop(
+            store.base_url,
+            shoppers=shoppers,
+            seconds=seconds,
+            secret=store.secret,
+            price_cents=store.price_cents(),
+        )
+    )
+    store.settle()
+    return result.rate
+
+
+def run(waiting: int, seconds: float, shoppers: int = 32, rounds: int = ROUNDS) -> Waiting:
+    """The other shoppers' throughput is measured in turns, flipping each round, on this
+    store with the N waiting and on a second store like it (its own PostgreSQL) with none:
+    measured one after the other on one store, the machine's drift between the two
+    measurements was as large as the effect."""
+    options = StoreOptions(payment_timeout_s=PAYMENT_TIMEOUT_S)
+    with BenchStore(options) as store, BenchStore(options) as control:
         worker = store.server.worker_pid()
-
-        def throughput() -> float:
-            result = asyncio.run(
-                shop(
-                    store.base_url,
-                    shoppers=shoppers,
-                    seconds=seconds,
-                    secret=store.secret,
-                    price_cents=price,
-                )
-            )
-            store.settle()
-            return result.rate
-
-        throughput()  # warm up: connection pools, statement caches, thread pool
-        idle = throughput()
+        for each in (store, control):  # warm up: connection pools, caches, thread pool
+            _throughput(each, shoppers, seconds)
         rss_idle, threads_idle = rss_mb(worker), threads(worker)
         started = time.monotonic()
         placed = asyncio.run(_open(store.base_url, waiting))
         opened_per_s = len(placed) / (time.monotonic() - started)
         rss_waiting, threads_waiting = rss_mb(worker), threads(worker)
-        busy = throughput()
+        idle_turns: list[float] = []
+        busy_turns: list[float] = []
+        for round_ in range(rounds):
+            turns = [(control, idle_turns), (store, busy_turns)]
+            for each, into in turns if round_ % 2 == 0 else reversed(turns):
+                into.append(_throughput(each, shoppers, seconds))
+        idle, busy = statistics.median(idle_turns), statistics.median(busy_turns)
+        price = store.price_cents()
         engine = sa.create_engine(store.database.sync_url, poolclass=sa.pool.NullPool)
         before = _paid(engine)
         started = time.monotonic()
@@ -143,6 +158,8 @@ def run(waiting: int, seconds: float, shoppers: int = 32) -> Waiting:
             threads_waiting=threads_waiting,
             purchases_per_s_idle=idle,
             purchases_per_s_waiting=busy,
+            idle_turns=idle_turns,
+            waiting_turns=busy_turns,
             drained_per_s=drained,
             drain_window_s=elapsed,
         )

@@ -33,6 +33,7 @@ def test_the_benchmark_smoke_run_measures_every_scenario(tmp_path: Path) -> None
     assert recovery["serving_s"] > 0 and recovery["resumed_s"] is not None
     waiting = json.loads((tmp_path / "waiting-20.json").read_text())
     assert waiting["waiting"] == 20 and waiting["drained_per_s"] > 0
+    assert waiting["idle_turns"] and waiting["waiting_turns"], "in turns with a control store"
     assert "Targets:" in result.stdout
     cost = json.loads((tmp_path / "smoke-observability.json").read_text())
     (level,) = cost["levels"]
