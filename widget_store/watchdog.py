@@ -96,15 +96,21 @@ async def watchdog_workflow(scheduled_at: Any, context: Any) -> WatchdogReport:
     while after is not None:
         page = await find_stranded_orders(older_than, after)
         report.checked += page.checked
-        for order in page.orders:
-            try:
-                await look_after(order, page.workflows, report)
-            except Exception as failure:  # one order's trouble must not stop the others
-                report.failed.append(order.order_id)
-                DBOS.logger.error("watchdog: order %s: %r", order.order_id, failure)
+        await look_after_each(page.orders, page.workflows, report)
         after = page.next_after
     report_trouble(report)
     return report
+
+
+async def look_after_each(
+    orders: list[UnfinishedOrder], workflows: dict[str, WorkflowStatus], report: WatchdogReport
+) -> None:
+    for order in orders:
+        try:
+            await look_after(order, workflows, report)
+        except Exception as failure:  # one order's trouble must not stop the others
+            report.failed.append(order.order_id)
+            DBOS.logger.error("watchdog: order %s: %r", order.order_id, failure)
 
 
 def report_trouble(report: WatchdogReport) -> None:
@@ -124,12 +130,7 @@ async def find_stranded_orders(older_than: datetime, after_id: int) -> WatchdogP
     reads again and changes nothing)."""
     async with services().engine.connect() as db:
         rows = await queries.unfinished_orders(db, older_than, after_id=after_id, limit=PAGE)
-    orders = [
-        UnfinishedOrder(
-            r.order_id, r.checkout_key, r.status, r.payment_id, r.total_cents, r.shipping_address
-        )
-        for r in rows
-    ]
+    orders = [unfinished_order(row) for row in rows]
     checkouts = await _workflows([o.checkout_key for o in orders])
     stranded = [o for o in orders if not _driven(checkouts.get(o.checkout_key))]
     resolvers = await _workflows([r for o in stranded for r in resolvers_of(o)])
@@ -140,6 +141,17 @@ async def find_stranded_orders(older_than: datetime, after_id: int) -> WatchdogP
         orders=stranded,
         workflows={i: w for i, w in (checkouts | resolvers).items() if i in ids},
         next_after=next_after,
+    )
+
+
+def unfinished_order(row: Any) -> UnfinishedOrder:
+    return UnfinishedOrder(
+        row.order_id,
+        row.checkout_key,
+        row.status,
+        row.payment_id,
+        row.total_cents,
+        row.shipping_address,
     )
 
 

@@ -14,8 +14,8 @@ from dbos import DBOS
 from tests.helpers import Store, cart, eventually, new_key
 from widget_store import watchdog
 from widget_store.checkpoints import Workflow, node_saga_id
-from widget_store.legacy import watchdog_v2 as legacy_watchdog_v2
 from widget_store.config import Settings
+from widget_store.legacy import watchdog_v2 as legacy_watchdog_v2
 
 
 def run_watchdog(store: Store) -> dict[str, list[int]]:
@@ -282,7 +282,7 @@ def test_a_watchdog_pass_of_the_version_before_paging_finishes_under_its_own_ste
         stranded = store.checkout(cart((1, 1)), key=key).json()
         DBOS.cancel_workflow(key)
         with monkeypatch.context() as patched:
-            patched.setattr(legacy_watchdog_v2, "look_after", cut_short)
+            patched.setattr(legacy_watchdog_v2, "look_after_each", cut_short)
 
             async def start() -> str:
                 handle = await DBOS.start_workflow_async(

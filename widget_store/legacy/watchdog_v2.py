@@ -20,7 +20,13 @@ from widget_store import queries
 from widget_store.checkpoints import Checkpoint, Workflow
 from widget_store.domain import UnfinishedOrder
 from widget_store.durability import services, step
-from widget_store.watchdog import WatchdogReport, look_after, report_trouble, resolvers_of
+from widget_store.watchdog import (
+    WatchdogReport,
+    look_after_each,
+    report_trouble,
+    resolvers_of,
+    unfinished_order,
+)
 
 
 @DBOS.workflow(name=Workflow.WATCHDOG_V2.value)
@@ -38,12 +44,7 @@ async def watchdog_v2_workflow(scheduled_at: Any, context: Any) -> WatchdogRepor
             workflow_ids=ids, load_input=False, load_output=False
         )
     }
-    for order in orders:
-        try:
-            await look_after(order, workflows, report)
-        except Exception as failure:  # one order's trouble must not stop the others
-            report.failed.append(order.order_id)
-            DBOS.logger.error("watchdog: order %s: %r", order.order_id, failure)
+    await look_after_each(orders, workflows, report)
     report_trouble(report)
     return report
 
@@ -54,9 +55,4 @@ async def find_unfinished_orders(older_than: datetime) -> list[UnfinishedOrder]:
     (a read)."""
     async with services().engine.connect() as db:
         rows = await queries.unfinished_orders(db, older_than)
-    return [
-        UnfinishedOrder(
-            r.order_id, r.checkout_key, r.status, r.payment_id, r.total_cents, r.shipping_address
-        )
-        for r in rows
-    ]
+    return [unfinished_order(row) for row in rows]
