@@ -13,10 +13,17 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:
+    """The children of `pid`'s threads; none if it (or a thread) ended while being read:
+    PostgreSQL's backends come and go as connections close."""
     found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        children = (task / "children").read_text().split() if (task / "children").exists() else []
-        found.extend(int(child) for child in children)
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                found.extend(int(child) for child in (task / "children").read_text().split())
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    except (FileNotFoundError, ProcessLookupError):
+        return found
     return found
 
 
