@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import httpx
 import sqlalchemy as sa
 
-from bench.load import BODY, shop
+from bench.load import BODY
 from bench.metrics import rss_mb, threads
 from bench.store import BenchStore, StoreOptions
+from bench.throughput import run_level
 from widget_store.payments import signed_webhook
 
 PAYMENT_TIMEOUT_S = 6 * 3600.0
@@ -99,17 +100,7 @@ def _pay_for_at_most(
 
 
 def _throughput(store: BenchStore, shoppers: int, seconds: float) -> float:
-    result = asyncio.run(
-        shop(
-            store.base_url,
-            shoppers=shoppers,
-            seconds=seconds,
-            secret=store.secret,
-            price_cents=store.price_cents(),
-        )
-    )
-    store.settle()
-    return result.rate
+    return run_level(store, shoppers, seconds, None, count_commits=False).purchases_per_s
 
 
 def run(waiting: int, seconds: float, shoppers: int = 32, rounds: int = ROUNDS) -> Waiting:
