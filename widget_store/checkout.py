@@ -61,7 +61,7 @@ COMPENSATIONS: tuple[tuple[OrderEvent, UndoStep], ...] = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Compensations:
     """Registers the table's undos on a saga, in step order, each once."""
 
@@ -73,12 +73,8 @@ class Compensations:
         """Register every undo up to and including `last` (before its step runs)."""
         names = [name for name, _ in COMPENSATIONS]
         for name, undo in COMPENSATIONS[self.registered : names.index(last) + 1]:
-            self.saga.on_rollback(name.value, _bound(undo, self.checkout_key))
+            self.saga.on_rollback(name.value, undo, self.checkout_key)
         self.registered = max(self.registered, names.index(last) + 1)
-
-
-def _bound(undo: UndoStep, checkout_key: str) -> Callable[[str], Awaitable[object]]:
-    return lambda reason: undo(checkout_key, reason)
 
 
 class ParkedCompensations:

@@ -20,17 +20,24 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from dbos import DBOS
 
-Undo = Callable[[str], Awaitable[object]]  # called with the reason for the rollback
+Undo = Callable[..., Awaitable[object]]  # called with its arguments, then the reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Compensation:
+    """One registered undo: `undo(*args, reason)`. Kept small (slots, no closure): a
+    checkout waiting for its payment holds three of these for as long as it waits."""
+
     name: str
     undo: Undo
+    args: tuple[Any, ...] = ()
+
+    def run(self, reason: str) -> Awaitable[object]:
+        return self.undo(*self.args, reason)
 
 
 class DeadLetters(Protocol):
@@ -64,9 +71,9 @@ class Saga:
         """Where to park compensations that keep failing (once there is somewhere)."""
         self._dead_letters = dead_letters
 
-    def on_rollback(self, name: str, undo: Undo) -> None:
-        """Remember how to undo the step about to run."""
-        self._compensations.append(Compensation(name, undo))
+    def on_rollback(self, name: str, undo: Undo, *args: Any) -> None:
+        """Remember how to undo the step about to run: `undo(*args, reason)`."""
+        self._compensations.append(Compensation(name, undo, args))
 
     @property
     def pending(self) -> list[str]:
@@ -85,7 +92,7 @@ class Saga:
         parked = False
         while True:
             try:
-                await compensation.undo(reason)
+                await compensation.run(reason)
             except Exception as error:
                 attempts += 1
                 DBOS.logger.warning(

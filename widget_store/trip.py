@@ -73,10 +73,6 @@ def new_trip_saga(trip_key: str) -> Saga:
     )
 
 
-def _undo(undo: TripUndo, trip_key: str) -> Callable[[str], Awaitable[object]]:
-    return lambda reason: undo(trip_key, reason)
-
-
 class LegFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -104,7 +100,7 @@ async def book_trip_workflow(request: TripRequest) -> str:
 
     def undo_before(leg: TripLeg) -> None:  # registered before the leg's step: see above
         name, undo = COMPENSATIONS[leg]
-        saga.on_rollback(name.value, _undo(undo, trip_key))
+        saga.on_rollback(name.value, undo, trip_key)
 
     try:
         undo_before("car")

@@ -51,6 +51,19 @@ def test_rollback_runs_compensations_newest_first_with_the_reason() -> None:
     assert saga.pending == []
 
 
+def test_an_undo_registered_with_arguments_gets_them_before_the_reason() -> None:
+    calls: list[tuple[object, ...]] = []
+
+    async def release(checkout_key: str, line: int, reason: str) -> None:
+        calls.append((checkout_key, line, reason))
+
+    saga = Saga()
+    saga.on_rollback("ReleaseReservation", release, "key-1", 2)
+    run(saga.rollback("payment declined"))
+
+    assert calls == [("key-1", 2, "payment declined")]
+
+
 def test_a_failing_compensation_is_retried_with_backoff_until_it_succeeds() -> None:
     log = Recorder()
     saga = Saga(first_delay_s=0.5, max_delay_s=2.0, sleep=log.sleep)
