@@ -86,6 +86,8 @@ class ParkedCompensations:
     half-compensated without somebody being able to see it.
     """
 
+    __slots__ = ("order_id", "workflow_id")  # held by every waiting checkout
+
     def __init__(self, order_id: int, workflow_id: str) -> None:
         self.order_id = order_id
         self.workflow_id = workflow_id
