@@ -54,10 +54,10 @@ class Saga:
     # Slots: a checkout waiting for its payment holds its saga for as long as it waits.
     __slots__ = (
         "_compensations",
+        "_dead_letters",
         "_first_delay_s",
         "_max_delay_s",
         "_park_after",
-        "_dead_letters",
         "_sleep",
     )
 
