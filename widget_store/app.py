@@ -112,6 +112,8 @@ def create_app(
             asyncio.create_task(durability.slow_down_after_recovery(queue)),
             asyncio.create_task(provider.keep_redelivering(settings.provider_redeliver_s)),
         ]
+        if not settings.database.is_sqlite:  # DBOS polls every waiter on SQLite anyway
+            background.append(asyncio.create_task(durability.sweep_missed_wake_ups()))
         if not settings.database.is_sqlite and settings.workers > 1:  # others to hear
             feed = app.state.news_feed = NewsFeed(settings.database.async_url)
             background.append(asyncio.create_task(feed.run()))

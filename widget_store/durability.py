@@ -36,7 +36,7 @@ from dbos import DBOS, DBOSConfig, Queue, StepOptions
 from dbos import _sys_db_postgres as dbos_sys_db_postgres
 from dbos import _workflow_commands as dbos_workflow_commands
 from dbos._core import WorkflowHandleAsyncTask
-from dbos._dbos import _get_or_create_dbos_registry
+from dbos._dbos import _get_dbos_instance, _get_or_create_dbos_registry
 from dbos._sys_db import SystemDatabase
 from dbos._utils import INTERNAL_QUEUE_NAME
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -68,11 +68,16 @@ QUIET_POLL_S = 10.0
 # DBOS lets PostgreSQL end that session after 5 s idle: a longer interval would have the
 # session killed, and DBOS's whole connection pool rebuilt, at every sweep.
 BACKGROUND_JOBS_S = 4.0
-# Every workflow waiting in recv (a checkout waiting for payment) re-reads its messages
-# this often, in case a LISTEN/NOTIFY wake-up was lost (PostgreSQL restarting). DBOS's
-# 60 s makes 10,000 waiting checkouts cost 170 queries a second; at 120 s, half. A lost
-# wake-up costs latency, never correctness: the verdict is in the order row.
-MISSED_WAKEUP_RECHECK_S = 120.0
+# A LISTEN/NOTIFY wake-up can be lost (PostgreSQL restarting under DBOS's listener), so
+# a workflow waiting in recv (a checkout waiting for payment) must look for its message
+# again from time to time. DBOS does it per waiter, one query each (every 60 s by
+# default: 10,000 waiting checkouts cost 170 queries a second). The store instead looks
+# for every waiter of this process in one query per 1,000 (`sweep_missed_wake_ups`),
+# and leaves DBOS's own per-waiter look as a backstop an hour apart. A lost wake-up costs
+# latency (at most one sweep), never correctness: the verdict is in the order row.
+MISSED_WAKEUP_SWEEP_S = 15.0
+MISSED_WAKEUP_RECHECK_S = 3600.0
+SWEEP_CHUNK = 1000
 # DBOS runs its database calls in a thread pool it leaves unbounded: bursts of waiting
 # workflows re-checking at once would each add a thread. Bounded, they queue instead.
 MAX_THREADS = 32
@@ -429,6 +434,52 @@ def pace_dbos_background_work() -> None:
         dbos_workflow_commands._BACKGROUND_JOBS_INTERVAL_SEC = background_jobs_interval_s()
     if hasattr(SystemDatabase, "_notification_fallback_polling_interval"):
         SystemDatabase._notification_fallback_polling_interval = MISSED_WAKEUP_RECHECK_S
+
+
+def wake_receivers_with_messages(chunk: int = SWEEP_CHUNK) -> int:
+    """Wake every workflow of this process waiting in recv whose message is already in
+    the database (its wake-up was lost); returns how many. Blocking: run it in a thread.
+
+    It does what DBOS's own per-waiter re-check does (set the waiter's event only when an
+    unconsumed message for its topic exists, so the woken recv consumes it), for all the
+    waiters at once: one query per `chunk` of them instead of one each.
+    """
+    sys_db = _get_dbos_instance()._sys_db
+    signals = {
+        (workflow_id, topic): signal
+        for _, (workflow_id, topic, _shard), signal in sys_db.notifications_map.snapshot()
+    }
+    workflow_ids = sorted({workflow_id for workflow_id, _ in signals})
+    notifications = sys_db.tables.notifications
+    woken = 0
+    for start in range(0, len(workflow_ids), chunk):
+        with sys_db.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(notifications.c.destination_uuid, notifications.c.topic)
+                .where(notifications.c.destination_uuid.in_(workflow_ids[start : start + chunk]))
+                .where(notifications.c.consumed == sa.false())
+            ).all()
+            conn.rollback()
+        for workflow_id, topic in found:
+            signal = signals.get((workflow_id, topic))
+            if signal is not None:
+                signal.set()
+                woken += 1
+    return woken
+
+
+async def sweep_missed_wake_ups(every_s: float | None = None) -> None:
+    """Wake the receivers whose wake-up was lost, every `MISSED_WAKEUP_SWEEP_S` (runs
+    until cancelled)."""
+    while True:
+        await asyncio.sleep(MISSED_WAKEUP_SWEEP_S if every_s is None else every_s)
+        try:
+            woken = await asyncio.to_thread(wake_receivers_with_messages)
+        except Exception as error:  # the database away: the next sweep tries again
+            DBOS.logger.warning("the sweep for missed wake-ups failed: %r", error)
+            continue
+        if woken:
+            DBOS.logger.info("woke %d workflows whose wake-up was lost", woken)
 
 
 def background_jobs_interval_s() -> float:
