@@ -173,6 +173,42 @@ def test_a_cancel_that_came_first_leaves_the_key_bookable_and_the_trip_known(
     run(travel_url, scenario)
 
 
+def test_the_hotel_is_still_down_on_the_first_book_of_a_key_a_cancel_reached_first(
+    travel_url: str,
+) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        hotel = travel_services(engine)["hotel"]
+        assert await hotel.cancel("trip-1:hotel") is False
+        with pytest.raises(TravelServiceUnavailable):
+            await hotel.book("trip-1:hotel", "seaside-room", "trip-1")
+        confirmation = await hotel.book("trip-1:hotel", "seaside-room", "trip-1")
+
+        assert confirmation.startswith("HTL-")
+        counts = await read_travel_counts(engine)
+        assert counts.trips["trip-1"].live == {"hotel": 1}
+        assert (counts.book_calls, counts.repeated_calls) == (2, 0)
+
+    run(travel_url, scenario)
+
+
+def test_an_invalid_hotel_room_is_down_first_then_refused_and_never_booked(
+    travel_url: str,
+) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        hotel = travel_services(engine)["hotel"]
+        with pytest.raises(TravelServiceUnavailable):
+            await hotel.book("trip-1:hotel", "invalid-room", "trip-1")
+        for _ in range(2):
+            with pytest.raises(TravelBookingRejected):
+                await hotel.book("trip-1:hotel", "invalid-room", "trip-1")
+
+        counts = await read_travel_counts(engine)
+        assert counts.trips["trip-1"].confirmations == {}
+        assert (counts.book_calls, counts.repeated_calls) == (3, 0)
+
+    run(travel_url, scenario)
+
+
 def test_the_same_leg_booked_under_a_second_key_is_a_duplicate_side_effect(
     travel_url: str,
 ) -> None:

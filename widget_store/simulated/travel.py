@@ -90,6 +90,13 @@ class SimulatedTravelService:
 
     def __init__(self, engine: AsyncEngine, kind: TripLeg, *, down_on_first_try: bool) -> None:
         self._engine = engine
+        # On PostgreSQL a statement that is a whole call commits by itself (no BEGIN, no
+        # COMMIT round trips). SQLite's BEGIN is local, and the store's SQLite engines issue
+        # it themselves (BEGIN IMMEDIATE for writers), which autocommit would leave open.
+        self._autocommit = engine.dialect.name == "postgresql"
+        self._one_statement = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self._autocommit else engine
+        )
         self._kind: TripLeg = kind
         self._down_on_first_try = down_on_first_try
 
@@ -109,55 +116,66 @@ class SimulatedTravelService:
         """
         table = travel_bookings
         now = time.time()
-        failure: Exception | None = None
-        async with self._engine.begin() as conn:
-            # One statement records the call and locks the key's row, so concurrent calls
-            # with one key queue up and the later ones see the first one's confirmation.
-            statement = _insert(self._engine).values(
-                kind=self._kind,
-                booking_key=booking_key,
-                trip_id=trip_id,
-                item_id=item_id,
-                status="unknown",
-                book_calls=1,
-                cancel_calls=0,
-                repeated_calls=0,
-                created_at=now,
-                updated_at=now,
-            )
-            statement = statement.on_conflict_do_update(
-                index_elements=[table.c.kind, table.c.booking_key],
-                set_={
-                    "book_calls": table.c.book_calls + 1,
-                    "repeated_calls": table.c.repeated_calls
-                    + sa.case((table.c.confirmation.is_not(None), 1), else_=0),
-                    # A row made by a cancel of an unseen key learns its trip now.
-                    "trip_id": sa.func.coalesce(table.c.trip_id, statement.excluded.trip_id),
-                    "item_id": sa.func.coalesce(table.c.item_id, statement.excluded.item_id),
-                    "updated_at": now,
-                },
-            ).returning(table.c.confirmation, table.c.book_calls)
+        # The call's outcome is decided in the one statement that records it, so that a
+        # booking is one round trip (in autocommit), as a call to a real service would be:
+        # what this call would do to a key it is the first to reach ...
+        down = self._down_on_first_try
+        invalid = "invalid" in item_id.lower()
+        candidate = f"{_PREFIXES[self._kind]}-{secrets.token_hex(5).upper()}"
+        first = "unavailable" if down else "rejected" if invalid else "booked"
+        statement = _insert(self._engine).values(
+            kind=self._kind,
+            booking_key=booking_key,
+            trip_id=trip_id,
+            item_id=item_id,
+            status=first,
+            confirmation=candidate if first == "booked" else None,
+            book_calls=1,
+            cancel_calls=0,
+            repeated_calls=0,
+            created_at=now,
+            updated_at=now,
+        )
+        # ... and to a key seen before, its row locked by the conflict, so concurrent calls
+        # with one key queue up and the later ones see the first one's confirmation. A key
+        # confirmed before keeps its confirmation (a repeated call, even once cancelled); a
+        # row made by a cancel of an unseen key has had no book call yet (the hotel's first
+        # try is still to come).
+        confirmed = table.c.confirmation.is_not(None)
+        not_yet: list[tuple[Any, Any]] = []
+        if down:
+            not_yet.append((table.c.book_calls == 0, "unavailable"))
+        if invalid:
+            not_yet.append((sa.true(), "rejected"))
+        status = sa.case((confirmed, table.c.status), *not_yet, else_="booked")
+        confirmation = sa.case(
+            (confirmed, table.c.confirmation),
+            *((when, None) for when, _ in not_yet),
+            else_=candidate,
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.kind, table.c.booking_key],
+            set_={
+                "book_calls": table.c.book_calls + 1,
+                "repeated_calls": table.c.repeated_calls + sa.case((confirmed, 1), else_=0),
+                # A row made by a cancel of an unseen key learns its trip now.
+                "trip_id": sa.func.coalesce(table.c.trip_id, statement.excluded.trip_id),
+                "item_id": sa.func.coalesce(table.c.item_id, statement.excluded.item_id),
+                "status": status,
+                "confirmation": confirmation,
+                "updated_at": now,
+            },
+        ).returning(table.c.confirmation, table.c.status)
+        async with self._one_statement.connect() as conn:
             row = (await conn.execute(statement)).one()
-            if row.confirmation is not None:
-                confirmation: str = row.confirmation
-                return confirmation
-            if self._down_on_first_try and row.book_calls == 1:
-                failure = TravelServiceUnavailable(f"the {self._kind} service is down, try later")
-                await self._set_status(conn, booking_key, "unavailable", now)
-            elif "invalid" in item_id.lower():
-                failure = TravelBookingRejected(f"{item_id!r} cannot be booked")
-                await self._set_status(conn, booking_key, "rejected", now)
-            else:
-                confirmation = f"{_PREFIXES[self._kind]}-{secrets.token_hex(5).upper()}"
-                await conn.execute(
-                    sa.update(table)
-                    .where(table.c.kind == self._kind, table.c.booking_key == booking_key)
-                    .values(status="booked", confirmation=confirmation, updated_at=now)
-                )
-        # Raised only once the transaction has committed: the call was still counted.
-        if failure is not None:
-            raise failure
-        return confirmation
+            if not self._autocommit:
+                await conn.commit()
+        # Raised only once the statement has committed: the call was still counted.
+        if row.confirmation is not None:
+            return str(row.confirmation)
+        if row.status == "unavailable":
+            raise TravelServiceUnavailable(f"the {self._kind} service is down, try later")
+        raise TravelBookingRejected(f"{item_id!r} cannot be booked")
 
     async def cancel(self, booking_key: str) -> bool:
         """Cancel the booking made under `booking_key`; True if this call cancelled it.
