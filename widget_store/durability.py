@@ -468,11 +468,11 @@ def wake_receivers_with_messages(chunk: int = SWEEP_CHUNK) -> int:
     return woken
 
 
-async def sweep_missed_wake_ups(every_s: float | None = None) -> None:
+async def sweep_missed_wake_ups() -> None:
     """Wake the receivers whose wake-up was lost, every `MISSED_WAKEUP_SWEEP_S` (runs
     until cancelled)."""
     while True:
-        await asyncio.sleep(MISSED_WAKEUP_SWEEP_S if every_s is None else every_s)
+        await asyncio.sleep(MISSED_WAKEUP_SWEEP_S)
         try:
             woken = await asyncio.to_thread(wake_receivers_with_messages)
         except Exception as error:  # the database away: the next sweep tries again
