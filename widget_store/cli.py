@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import shutil
@@ -104,6 +105,10 @@ class StoreServer(BaseApplication):  # type: ignore[misc]
         from widget_store.app import create_app
 
         self._create_app = create_app
+        # What the master has loaded (most of it imports) is never garbage: kept out of
+        # the collector's reach, the workers' full collections skip it and its pages stay
+        # shared between them instead of being copied by the collector's writes.
+        gc.freeze()
 
     def load_config(self) -> None:
         for key, value in self.options.items():
@@ -111,7 +116,10 @@ class StoreServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         # Runs in each worker after post_fork, so the settings carry its executor ID.
-        return self._create_app(Settings.from_env())
+        app = self._create_app(Settings.from_env())
+        gc.collect()
+        gc.freeze()  # the app lives as long as the worker: no full collection need scan it
+        return app
 
 
 def worker_count(requested: str | None, settings: Settings) -> int:
