@@ -53,6 +53,9 @@ def main() -> None:
     profile.add_argument("--seconds", type=float, default=30.0, help="sampled")
     profile.add_argument("--name", default="profile", help="bench/results/<name>.txt")
     profile.add_argument("--env", action="append", default=[], help="NAME=value for the store")
+    profile.add_argument(
+        "--trips", action="store_true", help="book trips (POST /trips) instead of purchases"
+    )
     versus = commands.add_parser("versus", help="this store against an earlier commit, in turns")
     versus.add_argument("--commit", default="67e32ed", help="the earlier commit")
     versus.add_argument("--rounds", type=int, help="rounds of turns (medians; default 3)")
@@ -127,7 +130,7 @@ def main() -> None:
         from bench import profile as profile_bench
 
         env = dict(item.split("=", 1) for item in args.env)
-        profile_bench.run(args.shoppers, args.seconds, args.name, env)
+        profile_bench.run(args.shoppers, args.seconds, args.name, env, trips=args.trips)
     elif args.command == "versus":
         scenarios.versus(args)
     elif args.command == "observability":

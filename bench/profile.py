@@ -1,9 +1,10 @@
-"""Where a purchase's CPU goes: py-spy samples the store's app process under load.
+"""Where a purchase's (or a trip's) CPU goes: py-spy samples the store's app process
+under load.
 
 The store is served as the benchmarks serve it (one app process, a private PostgreSQL),
-shoppers buy for a while, and py-spy (`pip install py-spy`, in the test extras) samples
-the worker's threads that hold the GIL (Python running; waits on sockets and locks are
-left out) at 250 Hz. The summary
+shoppers buy (or, with `--trips`, travellers book trips) for a while, and py-spy
+(`pip install py-spy`, in the test extras) samples the worker's threads that hold the GIL
+(Python running; waits on sockets and locks are left out) at 250 Hz. The summary
 attributes every sample three ways: by thread (the event loop, DBOS's executor threads,
 DBOS's other threads), by the library the sampled frame was in (self time), and by the
 functions on the stack (inclusive time), with the server's CPU per purchase beside it.
@@ -21,10 +22,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
+
 from bench.load import LoadResult, shop
 from bench.metrics import cpu_seconds
 from bench.report import RESULTS
 from bench.store import BenchStore, StoreOptions
+from bench.trip_load import BOOKED, trip_order
 
 RATE_HZ = 250
 # The library a frame belongs to, by the first folder of its file path (py-spy gives
@@ -93,9 +97,11 @@ def stage_of(stack: list[str]) -> str:
             if path.endswith(("deps.py", "errors.py")):
                 continue
             return f"route {name} ({library(stack[-1])})"
-        if path == "widget_store/steps.py":
+        if path in ("widget_store/steps.py", "widget_store/trip_steps.py"):
             return f"step {name} ({library(stack[-1])})"
-    if any(_name(f) == "checkout_workflow" for f in ours):
+        if path == "widget_store/simulated/travel.py":
+            return f"simulated travel {name} ({library(stack[-1])})"
+    if any(_name(f) in ("checkout_workflow", "book_trip_workflow") for f in ours):
         dbos = [f for f in stack if _path(f).startswith("dbos/")]
         return f"workflow, outside steps ({_name(dbos[-1]) if dbos else library(stack[-1])})"
     if any("run_asgi" in f for f in stack):
@@ -127,7 +133,7 @@ def summarize_file(path: Path, cpu_ms_per_purchase: float, purchases: int) -> st
     return summarize(path.read_text(), cpu_ms_per_purchase, purchases)
 
 
-def summarize(raw: str, cpu_ms_per_purchase: float, purchases: int) -> str:
+def summarize(raw: str, cpu_ms_per_purchase: float, purchases: int, unit: str = "purchase") -> str:
     """The collapsed stacks (`frame;frame;... count` per line), summarized."""
     threads: Counter[str] = Counter()
     self_by_library: Counter[str] = Counter()
@@ -154,11 +160,11 @@ def summarize(raw: str, cpu_ms_per_purchase: float, purchases: int) -> str:
         return "no samples"
 
     def share(n: int) -> str:
-        return f"{n / total * 100:5.1f} %  {n / total * cpu_ms_per_purchase:6.1f} ms/purchase"
+        return f"{n / total * 100:5.1f} %  {n / total * cpu_ms_per_purchase:6.1f} ms/{unit}"
 
     lines = [
-        f"{total} samples at {RATE_HZ} Hz, {purchases} purchases, "
-        f"{cpu_ms_per_purchase:.1f} ms of the server's CPU per purchase",
+        f"{total} samples at {RATE_HZ} Hz, {purchases} {unit}s, "
+        f"{cpu_ms_per_purchase:.1f} ms of the server's CPU per {unit}",
         "",
         "By thread:",
         *(f"  {share(n)}  {name}" for name, n in threads.most_common()),
@@ -189,10 +195,18 @@ def py_spy() -> str:
 
 
 def run(
-    shoppers: int, seconds: float, name: str, env: dict[str, str], results: Path = RESULTS
+    shoppers: int,
+    seconds: float,
+    name: str,
+    env: dict[str, str],
+    results: Path = RESULTS,
+    *,
+    trips: bool = False,
 ) -> Path:
+    load = _book_trips if trips else _buy
+    unit = "trip" if trips else "purchase"
     with BenchStore(StoreOptions(workers=1, env=env)) as store:
-        asyncio.run(_buy(store, shoppers, 5.0))  # warm up
+        asyncio.run(load(store, shoppers, 5.0))  # warm up
         worker = store.server.worker_pid()
         raw_path = store.folder / "profile.txt"
         sampler = subprocess.Popen(
@@ -217,13 +231,13 @@ def run(
         )
         time.sleep(1.0)  # py-spy attaching
         cpu_before = cpu_seconds(store.pids())
-        result = asyncio.run(_buy(store, shoppers, seconds - 2))
+        result = asyncio.run(load(store, shoppers, seconds - 2))
         store.settle()
         cpu_ms = (cpu_seconds(store.pids()) - cpu_before) * 1000 / max(1, result.purchases)
         _, errors = sampler.communicate(timeout=seconds + 60)
         if sampler.returncode != 0:
             raise SystemExit(f"py-spy failed: {errors.decode(errors='replace')[-2000:]}")
-        summary = summarize(raw_path.read_text(), cpu_ms, result.purchases)
+        summary = summarize(raw_path.read_text(), cpu_ms, result.purchases, unit)
         results.mkdir(parents=True, exist_ok=True)
         with gzip.open(results / f"{name}.collapsed.gz", "wt") as collapsed:
             collapsed.write(raw_path.read_text())  # for flame graphs, or another summary
@@ -231,8 +245,14 @@ def run(
     settings = ", ".join(f"{k}={v}" for k, v in env.items()) or "the defaults"
     header = (
         f"{command}\n"
-        f"one app process, {shoppers} shoppers, {seconds:g} s sampled, {settings}; "
-        f"a purchase = checkout + signed webhook + order seen paid (long poll), 0 s dispatch\n"
+        f"one app process, {shoppers} {'travellers' if trips else 'shoppers'}, "
+        f"{seconds:g} s sampled, {settings}; "
+        + (
+            "a trip = POST /trips answered BOOKED (the hotel down once), "
+            if trips
+            else "a purchase = checkout + signed webhook + order seen paid (long poll), "
+        )
+        + "0 s dispatch\n"
         f"measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
         f"{os.cpu_count()} shared cores; {result.errors} errors\n\n"
     )
@@ -252,3 +272,26 @@ async def _buy(store: BenchStore, shoppers: int, seconds: float) -> LoadResult:
         price_cents=store.price_cents(),
         webhook_names_payment=store.webhook_names_payment,
     )
+
+
+async def _book_trips(store: BenchStore, travellers: int, seconds: float) -> LoadResult:
+    """`travellers` clients, each booking one valid trip after another (counted as
+    purchases in the result, for the summary's per-unit figures)."""
+    result = LoadResult()
+    limits = httpx.Limits(max_connections=travellers + 8)
+    async with httpx.AsyncClient(base_url=store.base_url, timeout=60, limits=limits) as client:
+        stop_at = time.monotonic() + seconds
+        started = time.monotonic()
+
+        async def traveller() -> None:
+            while time.monotonic() < stop_at:
+                order = trip_order("profile")
+                response = await client.post(f"/trips/{order.key}", json=order.body())
+                if response.status_code == 200 and response.json()["status"] == BOOKED:
+                    result.purchases += 1
+                else:
+                    result.errors += 1
+
+        await asyncio.gather(*(traveller() for _ in range(travellers)))
+        result.seconds = time.monotonic() - started
+    return result

@@ -29,6 +29,7 @@ Retries of the hotel's transient failure are neither: they are the calls the beh
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections import Counter, defaultdict
@@ -38,7 +39,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 # The port's names, re-exported: the benchmark's Temporal side imports them from here.
 from widget_store.travel import (
@@ -74,15 +75,110 @@ travel_bookings = sa.Table(
 _PREFIXES: Mapping[TripLeg, str] = {"car": "CAR", "hotel": "HTL", "flight": "FLT"}
 
 
-def _insert(engine: AsyncEngine) -> Any:
+def _insert(dialect: str) -> Any:
     # INSERT ... ON CONFLICT is spelled the same on both backends, but SQLAlchemy builds it
     # from each dialect's own insert().
-    name = engine.dialect.name
-    if name == "postgresql":
+    if dialect == "postgresql":
         return postgresql.insert(travel_bookings)
-    if name == "sqlite":
+    if dialect == "sqlite":
         return sqlite.insert(travel_bookings)
-    raise ValueError(f"the travel services run on PostgreSQL or SQLite, not {name}")
+    raise ValueError(f"the travel services run on PostgreSQL or SQLite, not {dialect}")
+
+
+# The services' statements are built once per dialect (and per behaviour), their values
+# bound at each call: building an upsert this size anew costs SQLAlchemy about 2 ms of
+# CPU per call, against 0.6 ms for executing one built before.
+
+
+@functools.cache
+def _book_statement(dialect: str, down: bool, invalid: bool) -> Any:
+    """A book call, whatever it finds: see `SimulatedTravelService.book`."""
+    table = travel_bookings
+    candidate = sa.bindparam("b_candidate", type_=sa.String(32))
+    now = sa.bindparam("b_now", type_=sa.Float)
+    statement = _insert(dialect).values(
+        kind=sa.bindparam("b_kind"),
+        booking_key=sa.bindparam("b_key"),
+        trip_id=sa.bindparam("b_trip"),
+        item_id=sa.bindparam("b_item"),
+        status=sa.bindparam("b_first_status"),
+        confirmation=sa.bindparam("b_first_confirmation"),
+        book_calls=1,
+        cancel_calls=0,
+        repeated_calls=0,
+        created_at=now,
+        updated_at=now,
+    )
+    # ... and to a key seen before, its row locked by the conflict, so concurrent calls
+    # with one key queue up and the later ones see the first one's confirmation. A key
+    # confirmed before keeps its confirmation (a repeated call, even once cancelled); a
+    # row made by a cancel of an unseen key has had no book call yet (the hotel's first
+    # try is still to come).
+    confirmed = table.c.confirmation.is_not(None)
+    not_yet: list[tuple[Any, Any]] = []
+    if down:
+        not_yet.append((table.c.book_calls == 0, "unavailable"))
+    if invalid:
+        not_yet.append((sa.true(), "rejected"))
+    status = sa.case((confirmed, table.c.status), *not_yet, else_="booked")
+    confirmation = sa.case(
+        (confirmed, table.c.confirmation),
+        *((when, None) for when, _ in not_yet),
+        else_=candidate,
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.kind, table.c.booking_key],
+        set_={
+            "book_calls": table.c.book_calls + 1,
+            "repeated_calls": table.c.repeated_calls + sa.case((confirmed, 1), else_=0),
+            # A row made by a cancel of an unseen key learns its trip now.
+            "trip_id": sa.func.coalesce(table.c.trip_id, statement.excluded.trip_id),
+            "item_id": sa.func.coalesce(table.c.item_id, statement.excluded.item_id),
+            "status": status,
+            "confirmation": confirmation,
+            "updated_at": now,
+        },
+    ).returning(table.c.confirmation, table.c.status)
+
+
+@functools.cache
+def _cancel_statement(dialect: str) -> Any:
+    """A cancel call's record of itself, returning the status as it was: this statement
+    leaves it alone, and the row stays locked until `_SET_STATUS`, so two cancels cannot
+    both win."""
+    table = travel_bookings
+    now = sa.bindparam("b_now", type_=sa.Float)
+    statement = _insert(dialect).values(
+        kind=sa.bindparam("b_kind"),
+        booking_key=sa.bindparam("b_key"),
+        trip_id=None,
+        item_id=None,
+        status="unknown",
+        book_calls=0,
+        cancel_calls=1,
+        repeated_calls=0,
+        created_at=now,
+        updated_at=now,
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.kind, table.c.booking_key],
+        set_={
+            "cancel_calls": table.c.cancel_calls + 1,
+            "repeated_calls": table.c.repeated_calls
+            + sa.case((table.c.status == "cancelled", 1), else_=0),
+            "updated_at": now,
+        },
+    ).returning(table.c.status)
+
+
+_SET_STATUS = (
+    sa.update(travel_bookings)
+    .where(
+        travel_bookings.c.kind == sa.bindparam("b_kind"),
+        travel_bookings.c.booking_key == sa.bindparam("b_key"),
+    )
+    .values(status=sa.bindparam("b_status"), updated_at=sa.bindparam("b_now"))
+)
 
 
 class SimulatedTravelService:
@@ -90,6 +186,8 @@ class SimulatedTravelService:
 
     def __init__(self, engine: AsyncEngine, kind: TripLeg, *, down_on_first_try: bool) -> None:
         self._engine = engine
+        self._dialect = engine.dialect.name
+        _book_statement(self._dialect, down_on_first_try, False)  # an unknown dialect fails here
         # On PostgreSQL a statement that is a whole call commits by itself (no BEGIN, no
         # COMMIT round trips). SQLite's BEGIN is local, and the store's SQLite engines issue
         # it themselves (BEGIN IMMEDIATE for writers), which autocommit would leave open.
@@ -114,60 +212,26 @@ class SimulatedTravelService:
         `TravelBookingRejected` (an item id containing "invalid"); the call is counted
         either way, because it reached the service.
         """
-        table = travel_bookings
-        now = time.time()
         # The call's outcome is decided in the one statement that records it, so that a
         # booking is one round trip (in autocommit), as a call to a real service would be:
-        # what this call would do to a key it is the first to reach ...
+        # what this call would do to a key it is the first to reach, and to one seen before.
         down = self._down_on_first_try
         invalid = "invalid" in item_id.lower()
         candidate = f"{_PREFIXES[self._kind]}-{secrets.token_hex(5).upper()}"
         first = "unavailable" if down else "rejected" if invalid else "booked"
-        statement = _insert(self._engine).values(
-            kind=self._kind,
-            booking_key=booking_key,
-            trip_id=trip_id,
-            item_id=item_id,
-            status=first,
-            confirmation=candidate if first == "booked" else None,
-            book_calls=1,
-            cancel_calls=0,
-            repeated_calls=0,
-            created_at=now,
-            updated_at=now,
-        )
-        # ... and to a key seen before, its row locked by the conflict, so concurrent calls
-        # with one key queue up and the later ones see the first one's confirmation. A key
-        # confirmed before keeps its confirmation (a repeated call, even once cancelled); a
-        # row made by a cancel of an unseen key has had no book call yet (the hotel's first
-        # try is still to come).
-        confirmed = table.c.confirmation.is_not(None)
-        not_yet: list[tuple[Any, Any]] = []
-        if down:
-            not_yet.append((table.c.book_calls == 0, "unavailable"))
-        if invalid:
-            not_yet.append((sa.true(), "rejected"))
-        status = sa.case((confirmed, table.c.status), *not_yet, else_="booked")
-        confirmation = sa.case(
-            (confirmed, table.c.confirmation),
-            *((when, None) for when, _ in not_yet),
-            else_=candidate,
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c.kind, table.c.booking_key],
-            set_={
-                "book_calls": table.c.book_calls + 1,
-                "repeated_calls": table.c.repeated_calls + sa.case((confirmed, 1), else_=0),
-                # A row made by a cancel of an unseen key learns its trip now.
-                "trip_id": sa.func.coalesce(table.c.trip_id, statement.excluded.trip_id),
-                "item_id": sa.func.coalesce(table.c.item_id, statement.excluded.item_id),
-                "status": status,
-                "confirmation": confirmation,
-                "updated_at": now,
-            },
-        ).returning(table.c.confirmation, table.c.status)
+        statement = _book_statement(self._dialect, down, invalid)
+        values = {
+            "b_kind": self._kind,
+            "b_key": booking_key,
+            "b_trip": trip_id,
+            "b_item": item_id,
+            "b_first_status": first,
+            "b_first_confirmation": candidate if first == "booked" else None,
+            "b_candidate": candidate,
+            "b_now": time.time(),
+        }
         async with self._one_statement.connect() as conn:
-            row = (await conn.execute(statement)).one()
+            row = (await conn.execute(statement, values)).one()
             if not self._autocommit:
                 await conn.commit()
         # Raised only once the statement has committed: the call was still counted.
@@ -183,47 +247,19 @@ class SimulatedTravelService:
         A key never booked (never seen, or only refused or failed) or already cancelled
         returns False and changes nothing but the call counts.
         """
-        table = travel_bookings
         now = time.time()
         async with self._engine.begin() as conn:
-            statement = _insert(self._engine).values(
-                kind=self._kind,
-                booking_key=booking_key,
-                trip_id=None,
-                item_id=None,
-                status="unknown",
-                book_calls=0,
-                cancel_calls=1,
-                repeated_calls=0,
-                created_at=now,
-                updated_at=now,
+            found = await conn.execute(
+                _cancel_statement(self._dialect),
+                {"b_kind": self._kind, "b_key": booking_key, "b_now": now},
             )
-            # RETURNING shows the status as it was: this statement leaves it alone, and the
-            # row stays locked until the UPDATE below, so two cancels cannot both win.
-            statement = statement.on_conflict_do_update(
-                index_elements=[table.c.kind, table.c.booking_key],
-                set_={
-                    "cancel_calls": table.c.cancel_calls + 1,
-                    "repeated_calls": table.c.repeated_calls
-                    + sa.case((table.c.status == "cancelled", 1), else_=0),
-                    "updated_at": now,
-                },
-            ).returning(table.c.status)
-            status = (await conn.execute(statement)).scalar_one()
-            if status != "booked":
+            if found.scalar_one() != "booked":
                 return False
-            await self._set_status(conn, booking_key, "cancelled", now)
+            await conn.execute(
+                _SET_STATUS,
+                {"b_kind": self._kind, "b_key": booking_key, "b_status": "cancelled", "b_now": now},
+            )
         return True
-
-    async def _set_status(
-        self, conn: AsyncConnection, booking_key: str, status: str, now: float
-    ) -> None:
-        table = travel_bookings
-        await conn.execute(
-            sa.update(table)
-            .where(table.c.kind == self._kind, table.c.booking_key == booking_key)
-            .values(status=status, updated_at=now)
-        )
 
 
 class CarRental(SimulatedTravelService):
