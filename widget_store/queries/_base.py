@@ -19,7 +19,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-async def changed_one_row(db: Db, statement: sa.Update) -> bool:
-    """Run a conditional UPDATE keyed to one row; True if it matched (and so changed) it."""
-    result = cast("sa.CursorResult[Any]", await db.execute(statement))
+async def changed_one_row(
+    db: Db, statement: sa.Update, parameters: dict[str, Any] | None = None
+) -> bool:
+    """Run a conditional UPDATE keyed to one row (its values bound from `parameters`, for
+    a statement built once); True if it matched (and so changed) it."""
+    result = cast("sa.CursorResult[Any]", await db.execute(statement, parameters))
     return result.rowcount == 1

@@ -42,12 +42,14 @@ async def first_product(db: Db) -> Product | None:
     return _product(row) if row else None
 
 
+# Read by every purchase: built once, the IDs bound per call.
+_PRICES_OF = sa.select(products.c.product_id, products.c.price_cents).where(
+    products.c.product_id.in_(sa.bindparam("b_ids", expanding=True))
+)
+
+
 async def prices_of(db: Db, product_ids: Sequence[int]) -> dict[int, int]:
-    result = await db.execute(
-        sa.select(products.c.product_id, products.c.price_cents).where(
-            products.c.product_id.in_(list(product_ids))
-        )
-    )
+    result = await db.execute(_PRICES_OF, {"b_ids": list(product_ids)})
     return {row.product_id: row.price_cents for row in result}
 
 

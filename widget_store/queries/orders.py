@@ -8,6 +8,7 @@ it, simply run again; the WHERE clause of each says how.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -62,12 +63,48 @@ def _keyed(entries: Sequence[tuple[OrderEvent, str]]) -> list[tuple[str, str, st
     return [(event.value, detail, _once_key(event)) for event, detail in entries]
 
 
+def _dialect_of(db: Db) -> str:
+    bind = db if isinstance(db, AsyncConnection) else db.bind
+    return bind.dialect.name if bind is not None else "sqlite"
+
+
 def _insert_ignoring_duplicates(db: Db, table: sa.Table) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING, in the dialect of the connection."""
-    bind = db if isinstance(db, AsyncConnection) else db.bind
-    name = bind.dialect.name if bind is not None else "sqlite"
-    dialect = postgresql if name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
+    return _ignoring_duplicates(_dialect_of(db), table)
+
+
+@functools.cache
+def _ignoring_duplicates(dialect: str, table: sa.Table) -> Any:
+    return (
+        (postgresql if dialect == "postgresql" else sqlite).insert(table).on_conflict_do_nothing()
+    )
+
+
+# The statements of every purchase, built once and run with their values bound: building
+# a statement anew costs SQLAlchemy more CPU than running one built before (about 0.15 ms
+# for a one-row UPDATE, 2 ms for a large upsert, on this machine).
+@functools.cache
+def _insert_order(dialect: str) -> Any:
+    return _ignoring_duplicates(dialect, orders).returning(orders.c.order_id)
+
+
+_ORDER_ID_BY_KEY = sa.select(orders.c.order_id).where(
+    orders.c.checkout_key == sa.bindparam("b_key")
+)
+_INSERT_ORDER_ITEMS = sa.insert(order_items)
+_ADJUST_STOCK = (
+    sa.update(products)
+    .where(
+        products.c.product_id == sa.bindparam("b_product"),
+        products.c.inventory + sa.bindparam("b_delta") >= 0,
+    )
+    .values(inventory=products.c.inventory + sa.bindparam("b_delta"))
+)
+_SET_PAYMENT_URL = (
+    sa.update(orders)
+    .where(orders.c.order_id == sa.bindparam("b_order"), orders.c.payment_url.is_(None))
+    .values(payment_url=sa.bindparam("b_url"), updated_at=sa.bindparam("b_at"))
+)
 
 
 async def append_event(db: Db, order_id: int, event: OrderEvent, detail: str = "") -> bool:
@@ -141,31 +178,28 @@ async def insert_order(
     """
     now = utcnow()
     created = await db.execute(
-        _insert_ignoring_duplicates(db, orders)
-        .values(
-            checkout_key=checkout_key,
-            fingerprint=fingerprint,
-            status=OrderStatus.PENDING.value,
-            total_cents=total_cents,
-            shipping_address=shipping_address,
-            payment_id=payment_id,
-            access_token=access_token,
-            reservation=Reservation.HELD.value,
-            payment_verdict=PaymentVerdict.AWAITING.value,
-            payment_deadline=payment_deadline,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(orders.c.order_id)
+        _insert_order(_dialect_of(db)),
+        {
+            "checkout_key": checkout_key,
+            "fingerprint": fingerprint,
+            "status": OrderStatus.PENDING.value,
+            "total_cents": total_cents,
+            "shipping_address": shipping_address,
+            "payment_id": payment_id,
+            "access_token": access_token,
+            "reservation": Reservation.HELD.value,
+            "payment_verdict": PaymentVerdict.AWAITING.value,
+            "payment_deadline": payment_deadline,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
     order_id: int | None = created.scalar_one_or_none()
     if order_id is None:
-        existing = await db.execute(
-            sa.select(orders.c.order_id).where(orders.c.checkout_key == checkout_key)
-        )
+        existing = await db.execute(_ORDER_ID_BY_KEY, {"b_key": checkout_key})
         return existing.scalar_one(), False
     await db.execute(
-        sa.insert(order_items),
+        _INSERT_ORDER_ITEMS,
         [
             {
                 "order_id": order_id,
@@ -199,12 +233,7 @@ async def _stock_of(db: Db, product_ids: Sequence[int]) -> dict[int, int]:
 
 async def _adjust_stock(db: Db, product_id: int, delta: int) -> bool:
     """Add delta to a product's stock unless that would take it below zero."""
-    return await changed_one_row(
-        db,
-        sa.update(products)
-        .where(products.c.product_id == product_id, products.c.inventory + delta >= 0)
-        .values(inventory=products.c.inventory + delta),
-    )
+    return await changed_one_row(db, _ADJUST_STOCK, {"b_product": product_id, "b_delta": delta})
 
 
 async def hold_stock(db: Db, order_id: int, lines: Sequence[LineItem]) -> list[ShortItem]:
@@ -275,10 +304,7 @@ async def release_stock(db: Db, order_id: int) -> list[LineItem]:
 async def set_payment_url(db: Db, order_id: int, payment_url: str) -> bool:
     """Record the hosted page the shopper pays on (once)."""
     return await changed_one_row(
-        db,
-        sa.update(orders)
-        .where(orders.c.order_id == order_id, orders.c.payment_url.is_(None))
-        .values(payment_url=payment_url, updated_at=utcnow()),
+        db, _SET_PAYMENT_URL, {"b_order": order_id, "b_url": payment_url, "b_at": utcnow()}
     )
 
 

@@ -28,6 +28,12 @@ carrier_shipments = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+# Run for every purchase: built once, the values bound per call.
+_TRACKING_OF = sa.select(carrier_shipments.c.tracking_number).where(
+    carrier_shipments.c.shipment_key == sa.bindparam("b_key")
+)
+_BOOK_SHIPMENT = sa.insert(carrier_shipments)
+
 
 class SimulatedCarrier:
     def __init__(self, engine: AsyncEngine) -> None:
@@ -45,22 +51,20 @@ class SimulatedCarrier:
             self._attempts[shipment_key] += 1
             if self._attempts[shipment_key] <= 2:
                 raise ShippingUnavailable("the carrier is briefly unavailable")
-        table = carrier_shipments
         async with self._engine.begin() as conn:
-            found = await conn.execute(
-                sa.select(table.c.tracking_number).where(table.c.shipment_key == shipment_key)
-            )
+            found = await conn.execute(_TRACKING_OF, {"b_key": shipment_key})
             tracking = found.scalar_one_or_none()
             if tracking is None:
                 tracking = f"WS{secrets.token_hex(5).upper()}"
                 await conn.execute(
-                    sa.insert(table).values(
-                        shipment_key=shipment_key,
-                        tracking_number=tracking,
-                        address=address,
-                        status="live",
-                        created_at=time.time(),
-                    )
+                    _BOOK_SHIPMENT,
+                    {
+                        "shipment_key": shipment_key,
+                        "tracking_number": tracking,
+                        "address": address,
+                        "status": "live",
+                        "created_at": time.time(),
+                    },
                 )
         return tracking
 

@@ -92,6 +92,12 @@ class UnknownPaymentPage(PaymentNotOpen):
 
 WebhookClient = Callable[[], httpx.AsyncClient]
 
+# Run for every purchase: built once, the values bound per call.
+_PAGE_TOKEN_OF = sa.select(provider_payments.c.page_token).where(
+    provider_payments.c.payment_id == sa.bindparam("b_payment")
+)
+_OPEN_PAYMENT = sa.insert(provider_payments)
+
 
 def page_url(page_token: str) -> str:
     return f"/provider/pay/{page_token}"
@@ -107,26 +113,24 @@ class SimulatedPaymentProvider:
 
     async def create_payment(self, request: PaymentRequest) -> str:
         """Open the payment (once per payment ID) and return its hosted page."""
-        table = provider_payments
         async with self._engine.begin() as conn:
-            found = await conn.execute(
-                sa.select(table.c.page_token).where(table.c.payment_id == request.payment_id)
-            )
+            found = await conn.execute(_PAGE_TOKEN_OF, {"b_payment": request.payment_id})
             token = found.scalar_one_or_none()
             if token is None:
                 token = secrets.token_urlsafe(24)
                 await conn.execute(
-                    sa.insert(table).values(
-                        payment_id=request.payment_id,
-                        order_id=request.order_id,
-                        amount_cents=request.amount_cents,
-                        description=request.description,
-                        return_url=request.return_url,
-                        expires_at=request.expires_at_epoch,
-                        status=ProviderState.OPEN.value,
-                        created_at=time.time(),
-                        page_token=token,
-                    )
+                    _OPEN_PAYMENT,
+                    {
+                        "payment_id": request.payment_id,
+                        "order_id": request.order_id,
+                        "amount_cents": request.amount_cents,
+                        "description": request.description,
+                        "return_url": request.return_url,
+                        "expires_at": request.expires_at_epoch,
+                        "status": ProviderState.OPEN.value,
+                        "created_at": time.time(),
+                        "page_token": token,
+                    },
                 )
         return page_url(token)
 
