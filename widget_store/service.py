@@ -287,12 +287,13 @@ def trip_url(trip_id: int, access_token: str) -> str:
     return f"/trips/{trip_id}?token={access_token}"
 
 
-def trip_view(trip: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> TripView:
-    """The trip row and its history, as the reply shapes them."""
+def trip_view(trip: Mapping[str, Any], event_types: Sequence[str]) -> TripView:
+    """The trip row and the types of its log entries (oldest first), as the reply shapes
+    them."""
     bookings: dict[str, str] = {
         leg: confirmation for leg in TRIP_LEGS if (confirmation := trip[f"{leg}_confirmation"])
     }
-    cancelled = [UNDO_NAMES[e["type"]] for e in history if e["type"] in UNDO_NAMES]
+    cancelled = [UNDO_NAMES[type_] for type_ in event_types if type_ in UNDO_NAMES]
     return TripView(
         trip_id=trip["trip_id"],
         status=trip["status"],
@@ -330,16 +331,19 @@ async def _book_trip(trip_key: str, request: TripRequest) -> TripView:
         task = running_here(handle)
         recheck_s = order_watch.recheck_s(len(services().executors), fed=False)
         stopped = False  # the workflow is not running (here, or anywhere)
+        if task is not None and not task.done():  # nothing to read before its end, or news
+            await _news_or_end(news, task, deadline - time.monotonic())
         while True:
             async with reading(engine).connect() as conn:
-                trip = await trip_queries.trip_by_key(conn, trip_key)
-                if trip is not None and trip.fingerprint != request.fingerprint():
+                found = await trip_queries.trip_and_event_types_by_key(conn, trip_key)
+            if found is not None:
+                trip, event_types = found
+                if trip.fingerprint != request.fingerprint():
                     raise IdempotencyConflict(
                         "this idempotency key was used for a different trip", trip_id=trip.trip_id
                     )
-                if trip is not None and TripStatus(trip.status).is_terminal:
-                    history = await trip_queries.trip_history(conn, trip.trip_id)
-                    return trip_view(trip._mapping, history)
+                if TripStatus(trip.status).is_terminal:
+                    return trip_view(trip._mapping, event_types)
             if stopped:  # and the row, read after it stopped, is still unfinished
                 raise await _why_unfinished(trip_key, still_running)
             remaining = deadline - time.monotonic()

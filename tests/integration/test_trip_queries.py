@@ -127,3 +127,21 @@ def test_a_trip_that_already_ended_is_not_booked_by_a_late_last_leg(database_url
     trip, history, _published = run_on(database_url, scenario)
     assert trip.status == TripStatus.ROLLED_BACK and trip.flight_confirmation is None
     assert history == [TripEvent.REQUESTED]
+
+
+def test_a_booking_reads_its_trip_and_the_types_of_its_log_in_order(database_url: str) -> None:
+    async def scenario(engine: AsyncEngine) -> Any:
+        trip, _ = await create(engine)
+        await record(engine, trip.trip_id, "car")
+        await record(engine, trip.trip_id, "hotel")
+        await create(engine, key="another-trip")  # its log is not this trip's
+        async with engine.connect() as conn:
+            found = await queries.trip_and_event_types_by_key(conn, "trip-1")
+            missing = await queries.trip_and_event_types_by_key(conn, "no-such-trip")
+        return trip, found, missing
+
+    trip, found, missing = run_on(database_url, scenario)
+    assert missing is None
+    row, types = found
+    assert row.trip_id == trip.trip_id and row.hotel_confirmation == "HOTEL-1"
+    assert types == [TripEvent.REQUESTED, TripEvent.CAR_BOOKED, TripEvent.HOTEL_BOOKED]

@@ -67,7 +67,7 @@ async def get_trip(
 
 def trip_details(trip: dict[str, Any]) -> dict[str, Any]:
     """The trip as a reader sees it (never its token)."""
-    view = service.trip_view(trip, trip["events"])
+    view = service.trip_view(trip, [event["type"] for event in trip["events"]])
     return {
         **{k: v for k, v in asdict(view).items() if k not in ("trip_token", "trip_url")},
         "user_id": trip["user_id"],

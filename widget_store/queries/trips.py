@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from widget_store.domain import TripEvent, TripRequest, TripStatus
 from widget_store.events import Aggregate
@@ -134,6 +135,34 @@ _TRIP_HISTORY = (
     .where(trip_events.c.trip_id == sa.bindparam("id"))
     .order_by(trip_events.c.event_id)
 )
+
+
+# The trip and the types of its log entries, in order, as one statement (PostgreSQL):
+# what a booking's reply is made of.
+_TRIP_AND_EVENT_TYPES_BY_KEY = sa.select(
+    trips,
+    sa.select(
+        sa.func.coalesce(
+            sa.func.json_agg(aggregate_order_by(trip_events.c.type, trip_events.c.event_id)),
+            sa.literal_column("'[]'::json"),
+        )
+    )
+    .where(trip_events.c.trip_id == trips.c.trip_id)
+    .scalar_subquery()
+    .label("event_types"),
+).where(trips.c.trip_key == sa.bindparam("key"))
+
+
+async def trip_and_event_types_by_key(db: Db, trip_key: str) -> tuple[Any, list[str]] | None:
+    """The trip with this key and the types of its log entries, oldest first (None if
+    there is no such trip): one snapshot, in one statement on PostgreSQL."""
+    if is_postgres(db):
+        row = (await db.execute(_TRIP_AND_EVENT_TYPES_BY_KEY, {"key": trip_key})).first()
+        return None if row is None else (row, list(row.event_types))
+    trip = await trip_by_key(db, trip_key)
+    if trip is None:
+        return None
+    return trip, [entry["type"] for entry in await trip_history(db, trip.trip_id)]
 
 
 async def trip_by_key(db: Db, trip_key: str) -> Any:
