@@ -9,7 +9,9 @@ never a second booking of a leg.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -65,6 +67,9 @@ class Outages:
 
     book: dict[str, int] = field(default_factory=dict)
     cancel: dict[str, int] = field(default_factory=dict)
+    # Legs whose book calls wait here until the event is set (a slow service).
+    held: dict[str, threading.Event] = field(default_factory=dict)
+    reached: threading.Event = field(default_factory=threading.Event)
 
     def wrap(self, leg: TripLeg, service: TravelService) -> TravelService:
         return FlakyService(leg, service, self)
@@ -81,6 +86,10 @@ class FlakyService:
         return self._leg
 
     async def book(self, booking_key: str, item_id: str, trip_id: str) -> str:
+        if (held := self._outages.held.get(self._leg)) is not None:
+            self._outages.reached.set()
+            while not held.is_set():
+                await asyncio.sleep(0.01)
         if self._outages.book.get(self._leg, 0) > 0:
             self._outages.book[self._leg] -= 1
             raise TravelServiceUnavailable(f"the {self._leg} service is down (test)")
@@ -329,3 +338,29 @@ def test_a_failing_undo_is_retried_parked_and_then_resolved(
                 "status": "resolved",
             }
         ]
+
+
+@pytest.mark.parametrize("slow", ["car", "flight"])
+def test_a_used_key_with_another_body_is_refused_while_the_first_trip_still_runs(
+    trips: Store, outages: Outages, slow: str
+) -> None:
+    key = new_trip_key()
+    release = outages.held[slow] = threading.Event()
+    first: list[Any] = []
+    booking = threading.Thread(
+        target=lambda: first.append(trips.http.post(f"/trips/{key}", json=trip_body()))
+    )
+    booking.start()
+    try:
+        assert outages.reached.wait(10), "the first trip never reached its slow service"
+
+        other = trips.http.post(f"/trips/{key}", json=trip_body(hotel_id="other-hotel"))
+
+        assert other.status_code == 409, other.text
+        assert "different trip" in other.json()["detail"]
+        assert booking.is_alive()  # answered while the first trip still waits on its service
+    finally:
+        release.set()
+        booking.join(30)
+    assert first[0].status_code == 200, first[0].text
+    assert_booked(trips, key, first[0].json())
