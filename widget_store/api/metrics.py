@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from widget_store import metrics
-from widget_store.api.deps import Reader, settings
+from widget_store.api.deps import Reader, settings_of
 from widget_store.api.models import ErrorOut
 from widget_store.queries.health import store_health
 
@@ -24,7 +24,7 @@ router = APIRouter(tags=["operations"])
 
 def require_metrics_token(request: Request) -> None:
     """With WIDGET_STORE_METRICS_TOKEN set, a scrape needs `Authorization: Bearer <it>`."""
-    expected = settings(request).metrics_token
+    expected = settings_of(request).metrics_token
     if expected is None:
         return
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -48,7 +48,7 @@ def require_metrics_token(request: Request) -> None:
 async def prometheus_metrics(request: Request, db: Reader) -> Response:
     """Counters and histograms of every worker, and health gauges read from the database."""
     require_metrics_token(request)
-    config = settings(request)
+    config = settings_of(request)
     health = await store_health(
         db, datetime.now(UTC), executors=config.executors, app_version=config.app_version
     )

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from widget_store import metrics, service
-from widget_store.api.deps import settings
+from widget_store.api.deps import settings_of
 from widget_store.api.models import ErrorOut, WebhookIn, WebhookOut
 from widget_store.domain import (
     PaymentAmountMismatch,
@@ -36,7 +36,7 @@ async def signed_body(request: Request) -> bytes:
     body = await request.body()
     try:
         verify_webhook(
-            settings(request).webhook_secret, request.headers.get(SIGNATURE_HEADER), body
+            settings_of(request).webhook_secret, request.headers.get(SIGNATURE_HEADER), body
         )
     except InvalidSignature:
         metrics.webhook_delivered(WebhookResult.BAD_SIGNATURE)
