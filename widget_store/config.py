@@ -30,6 +30,10 @@ MIN_CHARACTER_CLASSES = 2  # of: lower case, upper case, digits, anything else
 # Checkouts the embedded SQLite file starts at once: about what one writer gets through
 # in a second (7-9 purchases/s measured), so an admitted checkout answers promptly.
 EMBEDDED_STARTING_CHECKOUTS = 8
+# Kept-alive connections' lifetime with several workers (serving.py): short enough that a
+# pool of connections opened at once rebalances within seconds, long enough that a
+# reconnect (a loopback handshake) is rare next to the requests each connection carries.
+CONNECTION_MAX_AGE_S = 10.0
 HOW_TO_MAKE_A_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
@@ -197,6 +201,9 @@ class Settings:
     # The HTTP server's limits, per process (widget_store/serving.py).
     request_read_timeout_s: float = 15.0
     max_connections: int = 1000
+    # With several workers, a kept-alive connection closes (at a response) after a
+    # lifetime drawn from [half, all] of this, so connections rebalance between workers.
+    connection_max_age_s: float = CONNECTION_MAX_AGE_S
     # Checkouts one process starts at once (None: the backend's default; 0: no bound).
     max_starting_checkouts: int | None = None
     # /healthz fails once work has been in flight this long with none finishing well.
@@ -345,6 +352,9 @@ class Settings:
             public_docs=flag("WIDGET_STORE_PUBLIC_DOCS"),
             request_read_timeout_s=number("WIDGET_STORE_REQUEST_READ_TIMEOUT_S", 15.0, 0.1),
             max_connections=int(number("WIDGET_STORE_MAX_CONNECTIONS", 1000, 1, "connections")),
+            connection_max_age_s=number(
+                "WIDGET_STORE_CONNECTION_MAX_AGE_S", CONNECTION_MAX_AGE_S, 0.0
+            ),
             max_starting_checkouts=_optional_count(env, "WIDGET_STORE_MAX_STARTING_CHECKOUTS"),
             unhealthy_after_s=number("WIDGET_STORE_UNHEALTHY_AFTER_S", 30.0, 0.1),
             nats_url=_nats_url(env.get("WIDGET_STORE_NATS_URL", "").strip()),
