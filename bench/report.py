@@ -44,7 +44,10 @@ def target(label: str, value: float | None, goal: float, *, at_most: bool, unit:
         return f"  {label:<44} {'not measured':>12}   target {sign} {goal:g}{unit}"
     met = value <= goal if at_most else value >= goal
     verdict = "met" if met else "NOT MET"
-    return f"  {label:<44} {value:>10.1f}{unit:<2}   target {sign} {goal:g}{unit}   {verdict}"
+    # Enough digits that a value shown equal to its goal is never the one that missed it.
+    digits = 2 if unit == "x" or abs(value) < 10 else 1
+    shown = f"{value:>10.{digits}f}"
+    return f"  {label:<44} {shown}{unit:<2}   target {sign} {goal:g}{unit}   {verdict}"
 
 
 def throughput_targets(levels: Sequence[Level], idle: IdleRate | None) -> str:
