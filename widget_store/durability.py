@@ -83,11 +83,11 @@ SWEEP_CHUNK = 1000
 MAX_THREADS = 32
 # Of a process's connection budget, DBOS's system database gets this share; the store's
 # engine the rest. DBOS also keeps one connection for LISTEN and one for its sweeps, and
-# the store one to hear the other processes' order news (news_feed.py). Half and half:
-# timed at 32 shoppers on two workers with 10 and 6, a checkout of a store connection
-# waited 10-60 ms on average and one of DBOS's about 1 ms; 8 and 8 gave a purchase p99
-# of 0.89x in turns (bench/results/ab-share-50.json).
-SYSTEM_POOL_SHARE = 0.5
+# the store one to hear the other processes' order news (news_feed.py). Half and half
+# was tried: at 32 shoppers on two workers a store connection waited 10-60 ms on average
+# and a DBOS one about 1 ms, and 8 and 8 gave a purchase p99 of 0.89x in turns; but on
+# one worker it cost 1.13x CPU per purchase (bench/results/ab-share-50*.json).
+SYSTEM_POOL_SHARE = 0.6
 EXTRA_CONNECTIONS = 3
 
 
