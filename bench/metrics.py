@@ -96,5 +96,21 @@ class PostgresCounters:
                 statements = None
         return DatabaseCounters(int(commits), None if statements is None else int(statements))
 
+    def workflows_by_executor(self, since_epoch_ms: int) -> dict[str, int] | None:
+        """Workflows started since then, by the executor (app process) that ran them: how
+        evenly the processes shared the load. None where DBOS's tables are not readable."""
+        try:
+            with self._engine.connect() as conn:
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT executor_id, count(*) FROM dbos.workflow_status "
+                        "WHERE created_at >= :since GROUP BY executor_id ORDER BY executor_id"
+                    ),
+                    {"since": since_epoch_ms},
+                ).all()
+        except sa.exc.DBAPIError:
+            return None
+        return {str(executor): int(count) for executor, count in rows}
+
     def close(self) -> None:
         self._engine.dispose()

@@ -35,6 +35,8 @@ class Level:
     purchase_ms: tuple[float | None, float | None, float | None] = (None, None, None)
     # The private PostgreSQL server's CPU (its backends come and go: those alive at the end).
     database_cpu_ms_per_purchase: float | None = None
+    # Workflows started in the turn, by app process (PostgreSQL only): how evenly they shared it.
+    workflows_by_worker: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -82,6 +84,7 @@ def run_level(
     cpu_before = cpu_seconds(store.pids())
     database_before = cpu_seconds(store.database_pids())
     started = time.monotonic()
+    started_epoch_ms = int(time.time() * 1000)
     result = asyncio.run(
         shop(
             store.base_url,
@@ -110,6 +113,7 @@ def run_level(
             if counters_after.statements is not None and counters_before.statements is not None:
                 ran = counters_after.statements - counters_before.statements - idle_statements
                 statements = ran / result.purchases
+    split = counters.workflows_by_executor(started_epoch_ms) if counters else None
     return Level(
         shoppers=shoppers,
         purchases=result.purchases,
@@ -124,4 +128,5 @@ def run_level(
         database_cpu_ms_per_purchase=(
             database_used * 1000 / result.purchases if result.purchases and store.cluster else None
         ),
+        workflows_by_worker=split,
     )

@@ -307,6 +307,14 @@ def dbos_floor_table(rows: list[Row], floor: dict[str, float], new_label: str) -
     return "\n".join(lines)
 
 
+def _split(level: Level) -> str:
+    """ ", workflows by worker 212/198" with several app processes; "" otherwise."""
+    split = level.workflows_by_worker
+    if not split or len(split) < 2:
+        return ""
+    return ", workflows by worker " + "/".join(str(n) for n in split.values())
+
+
 def _turn(store: BenchStore, shoppers: int, seconds: float) -> Level:
     return run_level(store, shoppers, seconds, None, count_commits=False)
 
@@ -335,7 +343,7 @@ def measure(plan: Plan, baseline: Build) -> tuple[Runs, dict[str, float]]:
                             f"shoppers, {side}: {level.purchases_per_s:.1f} purchases/s, "
                             f"checkout p50 {level.checkout_ms[0] or 0:.0f} ms, "
                             f"{level.cpu_ms_per_purchase or 0:.0f} ms CPU per purchase, "
-                            f"{level.errors} errors",
+                            f"{level.errors} errors{_split(level)}",
                             flush=True,
                         )
         if not floor:  # between the phases, with no store running

@@ -64,6 +64,9 @@ def test_the_side_by_side_benchmark_against_version_0_1_runs_in_turns(tmp_path: 
     assert {(run["workers"], run["shoppers"]) for run in runs} == {(1, 1), (1, 2), (2, 4)}
     assert all(run["purchases"] > 0 and run["cpu_ms_per_purchase"] for run in runs)
     assert versus["floor"]["cpu_ms_per_step"] > 0
+    for run in runs:  # each turn's workflows, by the app process that ran them
+        split = run["workflows_by_worker"]
+        assert split is not None and sum(split.values()) >= run["purchases"], run
     figures = {figure["label"]: figure for figure in versus["figures"]}
     assert figures["sequential checkout call p50"]["target"] == "≤ 0.4x"
     assert all(
