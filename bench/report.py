@@ -45,7 +45,10 @@ def target(label: str, value: float | None, goal: float, *, at_most: bool, unit:
     met = value <= goal if at_most else value >= goal
     verdict = "met" if met else "NOT MET"
     # Enough digits that a value shown equal to its goal is never the one that missed it.
-    digits = 2 if unit == "x" or abs(value) < 10 else 1
+    if unit == "" and float(value).is_integer():
+        digits = 0  # a count
+    else:
+        digits = 2 if unit == "x" or abs(value) < 10 else 1
     shown = f"{value:>10.{digits}f}"
     return f"  {label:<44} {shown}{unit:<2}   target {sign} {goal:g}{unit}   {verdict}"
 

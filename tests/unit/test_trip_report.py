@@ -53,6 +53,10 @@ def test_a_ratio_just_short_of_its_target_is_not_shown_as_the_target() -> None:
     (throughput,) = [line for line in targets(sides, TripBench()).splitlines() if "times" in line]
 
     assert "2.97x" in throughput and throughput.endswith("NOT MET")
+    (duplicates,) = [
+        line for line in targets(sides, TripBench()).splitlines() if "duplicate" in line
+    ]
+    assert duplicates.split()[3] == "0"  # a count, shown as one
 
 
 def test_a_system_that_cannot_run_is_reported_with_its_reason() -> None:
