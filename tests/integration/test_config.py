@@ -74,6 +74,8 @@ def test_a_sqlite_file_url_is_accepted_too() -> None:
         ("WIDGET_STORE_OUTBOX_POLL_S", "0", ">= 0.01"),
         ("WIDGET_STORE_REQUEST_READ_TIMEOUT_S", "0", ">= 0.1"),
         ("WIDGET_STORE_MAX_CONNECTIONS", "none", "number of connections"),
+        ("WIDGET_STORE_CONNECTION_MAX_AGE_S", "-5", ">= 0"),
+        ("WIDGET_STORE_CONNECTION_MAX_AGE_S", "forever", "must be a number"),
         ("WIDGET_STORE_CONSUMER_DATABASE_URL", "mysql://x/y", "must be a postgresql://"),
         ("WIDGET_STORE_LOG_FORMAT", "xml", "one of text, json"),
         ("WIDGET_STORE_METRICS", "yes", "0 or 1"),
