@@ -123,7 +123,10 @@ async def _start_checkout(checkout_key: str, request: CheckoutRequest) -> Checko
         while True:
             if news_first:
                 news_first = False
-                await news.next(max(0.0, min(deadline - time.monotonic(), CHECKOUT_RECHECK_S)))
+                # Its own step announces what it committed, or the saga its refusal: read
+                # nothing before that, however loaded the process (it once read after
+                # the 0.25 s recheck whenever place_order took longer).
+                await _news_or_end(news, running_here(handle), deadline - time.monotonic())
             # News from this process's own step says what it committed: no read then.
             order = news.take_note()
             if not isinstance(order, OrderSnapshot):
@@ -358,8 +361,14 @@ async def _book_trip(trip_key: str, request: TripRequest) -> TripView:
                 await _news_or_end(news, task, remaining)
 
 
-async def _news_or_end(news: order_watch.News, task: asyncio.Future[Any], timeout: float) -> None:
-    """Wait for the next announcement, or for the workflow's task to stop, or time."""
+async def _news_or_end(
+    news: order_watch.News, task: asyncio.Future[Any] | None, timeout: float
+) -> None:
+    """Wait for the next announcement, or for the workflow's task to stop, or time (a
+    workflow running elsewhere, `task` None: the next announcement or a recheck's time)."""
+    if task is None:
+        await news.next(max(0.0, min(timeout, CHECKOUT_RECHECK_S)))
+        return
     waiting = asyncio.ensure_future(news.next(timeout))
     try:
         await asyncio.wait([waiting, task], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

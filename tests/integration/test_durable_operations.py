@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -11,6 +12,8 @@ from dbos import DBOS
 from tests.helpers import Store, cart, eventually, new_key
 from widget_store import queries
 from widget_store.config import Settings
+from widget_store.payments import PaymentGivenBack, PaymentProvider, PaymentRequest
+from widget_store.service import CHECKOUT_RECHECK_S
 
 TARGET = 10  # at most this many durable operations per paid purchase (issue 10)
 
@@ -72,3 +75,37 @@ def test_a_new_checkout_is_answered_without_reading_its_order_back(
     assert placed["status"] == "PENDING" and placed["payment_url"]
     assert placed["order_token"] and placed["order_url"].endswith(placed["order_token"])
     assert again == placed
+
+
+class SlowToOpen:
+    """The provider, taking longer to open a payment than the checkout call's recheck."""
+
+    def __init__(self, provider: PaymentProvider) -> None:
+        self.provider = provider
+
+    async def create_payment(self, request: PaymentRequest) -> str:
+        await asyncio.sleep(CHECKOUT_RECHECK_S * 3)
+        return await self.provider.create_payment(request)
+
+    async def give_back(self, payment_id: str, idempotency_key: str) -> PaymentGivenBack:
+        return await self.provider.give_back(payment_id, idempotency_key)
+
+
+def test_a_slow_place_order_is_still_answered_without_reading_its_order_back(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However long its own step takes, the call waits for that step's news: under load
+    it used to read the order after the 0.25 s recheck, and find it not yet placed."""
+    reads: list[str] = []
+    read_by_key = queries.order_by_key
+
+    async def counted(db: Any, checkout_key: str) -> Any:
+        reads.append(checkout_key)
+        return await read_by_key(db, checkout_key)
+
+    with Store.running(settings, payments=SlowToOpen) as store:
+        monkeypatch.setattr(queries, "order_by_key", counted)
+        placed = store.checkout(cart((1, 1)), key=new_key()).json()
+
+    assert reads == []
+    assert placed["status"] == "PENDING" and placed["payment_url"]
