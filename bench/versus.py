@@ -308,7 +308,7 @@ def dbos_floor_table(rows: list[Row], floor: dict[str, float], new_label: str) -
 
 
 def _split(level: Level) -> str:
-    """ ", workflows by worker 212/198" with several app processes; "" otherwise."""
+    """The turn's workflows by app process, for the per-turn line ("" with one process)."""
     split = level.workflows_by_worker
     if not split or len(split) < 2:
         return ""
