@@ -12,6 +12,7 @@ python -m bench profile               # py-spy on the app process under load: wh
 python -m bench smoke                 # seconds; what CI runs so the benchmark never rots
 python -m bench trips                 # the trip saga on the store and on Temporal, side by side
 python -m bench trips --smoke         # seconds of it
+python -m bench client                # what the shoppers' HTTP client costs: httpx vs aiohttp
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ def main() -> None:
     trips.add_argument("--temporal-in-memory", action="store_true", help="no SQLite file")
     trips.add_argument("--temporal-unsandboxed", action="store_true", help="no workflow sandbox")
     trips.add_argument("--results", type=Path, help="where the JSON goes (default bench/results)")
+    client = commands.add_parser("client", help="the shoppers' HTTP client: httpx vs aiohttp")
+    client.add_argument("--shoppers", type=int, default=32)
+    client.add_argument("--seconds", type=float, default=10.0)
+    client.add_argument("--rounds", type=int, default=3)
+    client.add_argument("--workers", type=int, default=2)
+    client.add_argument("--results", type=Path, help="where the JSON goes (default bench/results)")
     args = parser.parse_args()
     if args.command == "throughput":
         levels = [int(level) for level in args.levels.split(",")]
@@ -142,6 +149,12 @@ def main() -> None:
     elif args.command == "relay":
         levels = [int(level) for level in args.levels.split(",")]
         scenarios.relay(levels, args.seconds, args.rounds, args.workers)
+    elif args.command == "client":
+        from bench import load_client
+
+        load_client.run(
+            args.shoppers, args.seconds, args.rounds, args.workers, args.results or RESULTS
+        )
     else:
         scenarios.smoke(args.results)
 

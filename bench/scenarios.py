@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import load_client
 from bench.report import (
     RESULTS,
     plot,
@@ -314,3 +315,4 @@ def smoke(results: Path) -> None:
     waiting(20, 2.0, results, rounds=1)
     observability([2], 2.0, 1, 1, results=results, name="smoke-observability", settle_s=0.0)
     relay([2], 2.0, 1, 1, results=results, name="smoke-relay", settle_s=0.0)
+    load_client.run(2, 1.0, 1, 1, results, name="smoke-client")

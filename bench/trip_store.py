@@ -17,7 +17,7 @@ import asyncio
 import time
 import uuid
 
-import httpx
+import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench.store import BenchStore, StoreOptions
@@ -46,7 +46,7 @@ class StoreTrips:
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
         self._store: BenchStore | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._engine: AsyncEngine | None = None
 
     async def start(self) -> None:
@@ -62,8 +62,12 @@ class StoreTrips:
         except BaseException:
             await self.stop()
             raise
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        self._http = httpx.AsyncClient(base_url=self._store.base_url, timeout=60, limits=limits)
+        # The client the shoppers use too: cheap on the cores it shares with the store.
+        self._http = aiohttp.ClientSession(
+            self._store.base_url,
+            connector=aiohttp.TCPConnector(limit=64),
+            timeout=aiohttp.ClientTimeout(total=60),
+        )
         self._engine = create_async_engine(self._store.database.async_url)
 
     async def book(self, order: TripOrder) -> TripOutcome:
@@ -72,18 +76,18 @@ class StoreTrips:
         deadline = time.monotonic() + BOOK_TIMEOUT_S
         while True:
             try:
-                response = await self._http.post(f"/trips/{order.key}", json=order.body())
-                if response.status_code == 200:
-                    reply = response.json()
+                async with self._http.post(f"/trips/{order.key}", json=order.body()) as response:
+                    reply = await response.json() if response.status == 200 else None
+                    if 400 <= response.status < 500:  # wrong: asking again won't help
+                        response.raise_for_status()
+                if reply is not None:
                     return TripOutcome(
                         trip_id=str(reply["trip_id"]),
                         status=reply["status"],
                         bookings=reply["bookings"],
                         cancelled=reply["cancelled"],
                     )
-                if 400 <= response.status_code < 500:
-                    response.raise_for_status()  # the request is wrong: asking again won't help
-            except httpx.TransportError:
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
                 pass  # the worker died under this request
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no outcome for trip {order.key} in {BOOK_TIMEOUT_S:g} s")
@@ -131,7 +135,7 @@ class StoreTrips:
     async def stop(self) -> None:
         """Stop the server and its cluster."""
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
         if self._engine is not None:
             await self._engine.dispose()
         if self._store is not None:

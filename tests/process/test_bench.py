@@ -45,6 +45,9 @@ def test_the_benchmark_smoke_run_measures_every_scenario(tmp_path: Path) -> None
     assert level["shoppers"] == 2 and level["off"] and level["on"]
     assert all(run["purchases"] > 0 and run["errors"] == 0 for run in level["off"] + level["on"])
     assert "purchases/s relaying vs not" in result.stdout
+    clients = json.loads((tmp_path / "smoke-client.json").read_text())
+    assert [turn["client"] for turn in clients["turns"]] == ["httpx", "aiohttp"]
+    assert all(t["purchases"] > 0 and t["client_cpu_ms_per_purchase"] > 0 for t in clients["turns"])
 
 
 def test_the_side_by_side_benchmark_against_version_0_1_runs_in_turns(tmp_path: Path) -> None:
