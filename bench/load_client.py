@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from bench.load import BODY, PAID, LoadResult, percentile, shop
+from bench.metrics import cpu_seconds
 from bench.report import RESULTS
 from bench.store import BenchStore, StoreOptions
 from widget_store.payments import signed_webhook
@@ -73,6 +74,7 @@ class Turn:
     errors: int
     purchases_per_s: float
     client_cpu_ms_per_purchase: float
+    store_cpu_ms_per_purchase: float
     purchase_p50_ms: float | None
     purchase_p99_ms: float | None
 
@@ -80,7 +82,7 @@ class Turn:
 def _turn(store: BenchStore, client: str, shoppers: int, seconds: float) -> Turn:
     price = store.price_cents()
     load = shop_with_httpx if client == "httpx" else shop
-    cpu = time.process_time()
+    cpu, store_cpu = time.process_time(), cpu_seconds(store.pids())
     result = asyncio.run(
         load(
             store.base_url,
@@ -92,12 +94,14 @@ def _turn(store: BenchStore, client: str, shoppers: int, seconds: float) -> Turn
     )
     cpu_ms = (time.process_time() - cpu) * 1000
     store.settle()
+    store_ms = (cpu_seconds(store.pids()) - store_cpu) * 1000
     return Turn(
         client,
         result.purchases,
         result.errors,
         result.rate,
         cpu_ms / result.purchases if result.purchases else 0.0,
+        store_ms / result.purchases if result.purchases else 0.0,
         percentile(result.purchase_ms, 0.5),
         percentile(result.purchase_ms, 0.99),
     )
@@ -120,6 +124,7 @@ def run(
                 print(
                     f"round {round_} {client:<8} {turn.purchases_per_s:5.1f} purchases/s, "
                     f"client CPU {turn.client_cpu_ms_per_purchase:5.2f} ms/purchase, "
+                    f"store CPU {turn.store_cpu_ms_per_purchase:5.1f} ms/purchase, "
                     f"p50 {turn.purchase_p50_ms or 0:.0f} ms, "
                     f"p99 {turn.purchase_p99_ms or 0:.0f} ms, {turn.errors} errors",
                     flush=True,
@@ -129,7 +134,11 @@ def run(
         mine = [t for t in turns if t.client == client]
         cpu = statistics.median(t.client_cpu_ms_per_purchase for t in mine)
         rate = statistics.median(t.purchases_per_s for t in mine)
-        print(f"  {client:<8} client CPU {cpu:5.2f} ms/purchase, {rate:5.1f} purchases/s")
+        served = statistics.median(t.store_cpu_ms_per_purchase for t in mine)
+        print(
+            f"  {client:<8} client CPU {cpu:5.2f} ms/purchase, store CPU {served:5.1f} "
+            f"ms/purchase, {rate:5.1f} purchases/s"
+        )
     path = results / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     plan = {"shoppers": shoppers, "seconds": seconds, "rounds": rounds, "workers": workers}
