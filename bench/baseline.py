@@ -41,6 +41,12 @@ class Build:
         webhook_in = models.split("class WebhookIn", 1)[-1].split("\nclass ", 1)[0]
         return "payment_id" in webhook_in
 
+    @property
+    def watches_status(self) -> bool:
+        """Whether this version's order long poll can wait for a status change
+        (`after_status`; version 0.1's waited only for more log entries)."""
+        return "after_status" in (self.source / "widget_store" / "api" / "orders.py").read_text()
+
 
 def resolve(commit: str) -> str:
     """The full hash of `commit` in this repository."""

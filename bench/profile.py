@@ -271,6 +271,7 @@ async def _buy(store: BenchStore, shoppers: int, seconds: float) -> LoadResult:
         secret=store.secret,
         price_cents=store.price_cents(),
         webhook_names_payment=store.webhook_names_payment,
+        watches_status=store.watches_status,
     )
 
 

@@ -88,6 +88,11 @@ class BenchStore:
         held only the event and the amount)."""
         return self.options.build is None or self.options.build.webhook_names_payment
 
+    @property
+    def watches_status(self) -> bool:
+        """Whether the order long poll takes `after_status` (version 0.1's did not)."""
+        return self.options.build is None or self.options.build.watches_status
+
     def database_pids(self) -> list[int]:
         """The private PostgreSQL server's processes (none for SQLite)."""
         if self.cluster is None:

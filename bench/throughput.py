@@ -94,6 +94,7 @@ def run_level(
             price_cents=price,
             poll_s=poll_s,
             webhook_names_payment=store.webhook_names_payment,
+            watches_status=store.watches_status,
         )
     )
     store.settle()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -214,6 +215,41 @@ def test_a_long_poll_without_news_answers_when_its_wait_is_over(store: Store) ->
     assert response.status_code == 200
     assert len(response.json()["events"]) == seen
     assert store.http.get("/order/1", params={"wait_s": 31}).status_code == 422
+
+
+def test_a_long_poll_on_the_status_answers_once_the_order_leaves_it(store: Store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    placed = store.checkout(cart((1, 1))).json()
+    assert placed["status"] == "PENDING"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(
+            store.http.get,
+            f"/order/{placed['order_id']}",
+            params={"after_status": "PENDING", "wait_s": 20},
+        )
+        time.sleep(0.3)
+        assert not waiting.done(), "a pending order is no news to a wait on PENDING"
+        store.choose(placed["payment_url"], "pay")
+        news = waiting.result(timeout=20)
+    assert news.status_code == 200
+    assert news.json()["status"] in ("PAID", "DISPATCHED")
+
+
+def test_a_long_poll_on_a_status_the_order_has_left_answers_at_once(store: Store) -> None:
+    placed = store.checkout(cart((1, 1))).json()
+    started = time.monotonic()
+    response = store.http.get(
+        f"/order/{placed['order_id']}", params={"after_status": "PAID", "wait_s": 20}
+    )
+    assert response.status_code == 200 and response.json()["status"] == "PENDING"
+    assert time.monotonic() - started < 10, "answered without waiting out wait_s"
+
+
+def test_a_long_poll_on_an_unknown_status_is_refused_with_a_message(store: Store) -> None:
+    response = store.http.get("/order/1", params={"after_status": "LOST"})
+    assert response.status_code == 422
+    assert "after_status" in response.text
 
 
 @pytest.mark.parametrize(

@@ -118,32 +118,50 @@ async def get_order(
         int | None,
         Query(ge=0, le=10_000, description="long poll: answer once the log is longer than this"),
     ] = None,
+    after_status: Annotated[
+        OrderStatus | None,
+        Query(description="long poll: answer once the order's status is another than this"),
+    ] = None,
     wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="long poll: at most")] = 25,
 ) -> dict[str, Any]:
     """An order: status, items, tracking, dispatch progress and its event log.
 
     In production it needs the order's `token` (or the admin token). With
     `after_events=n`, the answer waits (up to `wait_s`) until the order's event log holds
-    more than n entries: a page learns of each change at once, without polling.
+    more than n entries: a page learns of each change at once, without polling. With
+    `after_status=s`, it waits until the order's status is no longer s: a client that
+    only needs the outcome (the checkout's reply says PENDING) asks once. Given both, it
+    answers at the first of the two.
     """
     with order_watch.watching(order_id) as news:  # subscribe first: no news slips by
         order = await _read_order(engine, order_id)
         owner = same_secret(token, order["access_token"]) or has_admin_token(request)
         if settings.is_production and not owner:
             raise NotAuthorized("this order can be read only with its token")
-        if after_events is not None:
+        if after_events is not None or after_status is not None:
             deadline = time.monotonic() + wait_s
             recheck_s = order_watch.recheck_s(settings.workers)
-            while len(order["events"]) <= after_events:
+            while _unchanged(order, after_events, after_status):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 if not await news.next(min(remaining, recheck_s)):
-                    async with reading(engine).connect() as conn:  # news from another process?
-                        if await queries.event_count(conn, order_id) <= after_events:
+                    # News from another process? Every change of an order comes with an
+                    # entry in its log, so a log as long as the one read is no change.
+                    async with reading(engine).connect() as conn:
+                        if await queries.event_count(conn, order_id) <= len(order["events"]):
                             continue
                 order = await _read_order(engine, order_id)
     return _for_reader(order, owner)
+
+
+def _unchanged(
+    order: dict[str, Any], after_events: int | None, after_status: OrderStatus | None
+) -> bool:
+    """Whether a long poll has nothing new to answer yet."""
+    return (after_events is None or len(order["events"]) <= after_events) and (
+        after_status is None or order["status"] == after_status
+    )
 
 
 def _for_reader(order: dict[str, Any], owner: bool) -> dict[str, Any]:
