@@ -38,6 +38,12 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def leaf_processes(pid: int) -> list[int]:
+    """The processes under `pid` (itself included) that have no children: a supervisor's
+    workers, say."""
+    return [each for each in process_tree(pid) if not _children(each)]
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of these processes, in seconds."""
     total = 0

@@ -14,12 +14,15 @@ again under the same key.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bench.metrics import leaf_processes
 from bench.store import BenchStore, StoreOptions
 from bench.trip_load import TripOrder, TripOutcome, postgres_pids
 from widget_store.simulated.travel import (
@@ -123,9 +126,30 @@ class StoreTrips:
         return postgres_pids(cluster.data) if cluster else []
 
     async def kill_worker(self) -> None:
-        """kill -9 the app process; its supervisor starts another."""
+        """kill -9 the app process; its supervisor starts another. With several, every one
+        of them at once: any of them may hold the trips in flight, and the one that
+        answers a health check may hold none (its peers took every connection), which
+        would time a kill that stopped nothing."""
         assert self._store is not None
-        await asyncio.to_thread(self._store.server.kill_worker)
+        if self.workers == 1:
+            await asyncio.to_thread(self._store.server.kill_worker)
+            return
+        await asyncio.to_thread(self._kill_every_worker)
+
+    def _kill_every_worker(self, timeout_s: float = 60.0) -> None:
+        assert self._store is not None and self._store.server.pid is not None
+        supervisor = self._store.server.pid
+        killed = set(leaf_processes(supervisor))
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:  # every worker replaced, and one serving
+            workers = set(leaf_processes(supervisor))
+            replaced = len(workers) >= self.workers and not workers & killed
+            if replaced and self._store.server.worker_pid(timeout=timeout_s) not in killed:
+                return
+            time.sleep(0.01)
+        raise TimeoutError(f"the store's workers were not replaced in {timeout_s:g} s")
 
     async def counts(self, trip_ids: list[str] | None = None) -> TravelCounts:
         """What the travel services recorded in the store's database."""
