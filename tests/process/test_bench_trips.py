@@ -63,3 +63,26 @@ def test_the_smoke_run_measures_the_store_side_end_to_end(tmp_path: Path) -> Non
     assert store["counts"]["duplicates"] == 0
     assert store["counts"]["disagreeing_trips"] == 0
     assert len(store["services_alone_p50_ms"]) == 1
+
+
+def test_with_two_store_workers_the_kill_stops_both_and_both_come_back() -> None:
+    import asyncio
+
+    from bench.metrics import leaf_processes
+    from bench.trip_store import StoreTrips
+
+    async def kill() -> tuple[set[int], set[int]]:
+        store = StoreTrips(workers=2)
+        await store.start()
+        try:
+            supervisor = store._store.server.pid if store._store else None
+            assert supervisor is not None
+            before = set(leaf_processes(supervisor))
+            await store.kill_worker()
+            return before, set(leaf_processes(supervisor))
+        finally:
+            await store.stop()
+
+    before, after = asyncio.run(kill())
+    assert len(before) == 2 and len(after) == 2
+    assert not before & after, "every worker that held trips was killed"
