@@ -104,13 +104,16 @@ class PostgresCounters:
 
     def workflows_by_executor(self, since_epoch_ms: int) -> dict[str, int] | None:
         """Workflows started since then, by the executor (app process) that ran them: how
-        evenly the processes shared the load. None where DBOS's tables are not readable."""
+        evenly the processes shared the load. None where DBOS's tables are not readable.
+        A workflow no process has taken yet (enqueued, its executor still NULL) is left
+        out: it was run by nobody, and showed as a second "worker" of one."""
         try:
             with self._engine.connect() as conn:
                 rows = conn.execute(
                     sa.text(
                         "SELECT executor_id, count(*) FROM dbos.workflow_status "
-                        "WHERE created_at >= :since GROUP BY executor_id ORDER BY executor_id"
+                        "WHERE created_at >= :since AND executor_id IS NOT NULL "
+                        "GROUP BY executor_id ORDER BY executor_id"
                     ),
                     {"since": since_epoch_ms},
                 ).all()
