@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import sqlalchemy as sa
+
 from tests.helpers import Store, cart, eventually
 from widget_store.config import Settings
 
@@ -82,3 +84,39 @@ def test_a_payment_past_its_expiry_is_recorded_as_expired(store: Store) -> None:
     )
     assert status == "expired", "the refusal does not roll the expiry back"
     assert "This payment is expired" in page.text and "Decline" not in page.text
+
+
+def test_opening_a_payment_again_returns_its_first_page_and_opens_no_other(
+    settings: Settings,
+) -> None:
+    import asyncio
+    import uuid
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from widget_store.payments import PaymentRequest
+    from widget_store.simulated.provider import SimulatedPaymentProvider
+
+    payment_id = f"pay_{uuid.uuid4().hex[:24]}"
+    request = PaymentRequest(payment_id, 7, 1_250, "an order", time.time() + 60, "/order/7")
+
+    async def open_twice() -> tuple[str, str]:
+        engine = create_async_engine(settings.database.async_url)
+        try:
+            provider = SimulatedPaymentProvider(engine, "secret", lambda: None)  # type: ignore[arg-type,return-value]
+            first = await provider.create_payment(request)
+            again = await provider.create_payment(replace(request, amount_cents=9_999))
+            return first, again
+        finally:
+            await engine.dispose()
+
+    first, again = asyncio.run(open_twice())
+    engine = sa.create_engine(settings.database.sync_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT amount_cents, status FROM provider_payments WHERE payment_id = :p"),
+            {"p": payment_id},
+        ).all()
+    engine.dispose()
+    assert first == again and first.startswith("/provider/pay/")
+    assert [tuple(row) for row in rows] == [(1_250, "open")], "one payment, as first opened"

@@ -16,6 +16,7 @@ would void an authorisation it never captured.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -26,6 +27,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from widget_store.payments import (
@@ -96,7 +98,21 @@ WebhookClient = Callable[[], httpx.AsyncClient]
 _PAGE_TOKEN_OF = sa.select(provider_payments.c.page_token).where(
     provider_payments.c.payment_id == sa.bindparam("b_payment")
 )
-_OPEN_PAYMENT = sa.insert(provider_payments)
+
+
+@functools.cache
+def _open_payment(dialect: str) -> Any:
+    """Open a payment unless one with its ID is open already, returning the new page
+    token (nothing if it was there: the first call's token stands)."""
+    if dialect == "postgresql":
+        statement: Any = postgresql.insert(provider_payments)
+    elif dialect == "sqlite":
+        statement = sqlite.insert(provider_payments)
+    else:
+        raise ValueError(f"the simulated provider runs on PostgreSQL or SQLite, not {dialect}")
+    return statement.on_conflict_do_nothing(
+        index_elements=[provider_payments.c.payment_id]
+    ).returning(provider_payments.c.page_token)
 
 
 def page_url(page_token: str) -> str:
@@ -108,30 +124,42 @@ class SimulatedPaymentProvider:
 
     def __init__(self, engine: AsyncEngine, secret: str, webhook_client: WebhookClient) -> None:
         self._engine = engine
+        self._dialect = engine.dialect.name
+        _open_payment(self._dialect)  # an unknown dialect fails here
+        # On PostgreSQL a call that is one statement commits by itself (no BEGIN and COMMIT
+        # round trips); SQLite's BEGIN is local, and its engines issue it themselves.
+        self._one_statement = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self._dialect == "postgresql"
+            else engine
+        )
         self._secret = secret
         self._webhook_client = webhook_client
 
     async def create_payment(self, request: PaymentRequest) -> str:
-        """Open the payment (once per payment ID) and return its hosted page."""
-        async with self._engine.begin() as conn:
-            found = await conn.execute(_PAGE_TOKEN_OF, {"b_payment": request.payment_id})
-            token = found.scalar_one_or_none()
-            if token is None:
-                token = secrets.token_urlsafe(24)
-                await conn.execute(
-                    _OPEN_PAYMENT,
-                    {
-                        "payment_id": request.payment_id,
-                        "order_id": request.order_id,
-                        "amount_cents": request.amount_cents,
-                        "description": request.description,
-                        "return_url": request.return_url,
-                        "expires_at": request.expires_at_epoch,
-                        "status": ProviderState.OPEN.value,
-                        "created_at": time.time(),
-                        "page_token": token,
-                    },
-                )
+        """Open the payment (once per payment ID) and return its hosted page.
+
+        The first call's insert is the whole call: on PostgreSQL one statement that
+        commits by itself. A second call with the same ID (a step run again) inserts
+        nothing and reads the first call's page token.
+        """
+        values = {
+            "payment_id": request.payment_id,
+            "order_id": request.order_id,
+            "amount_cents": request.amount_cents,
+            "description": request.description,
+            "return_url": request.return_url,
+            "expires_at": request.expires_at_epoch,
+            "status": ProviderState.OPEN.value,
+            "created_at": time.time(),
+            "page_token": secrets.token_urlsafe(24),
+        }
+        async with self._one_statement.begin() as conn:
+            opened = await conn.execute(_open_payment(self._dialect), values)
+            token = opened.scalar_one_or_none()
+            if token is None:  # opened before: its token stands
+                found = await conn.execute(_PAGE_TOKEN_OF, {"b_payment": request.payment_id})
+                token = found.scalar_one()
         return page_url(token)
 
     async def give_back(self, payment_id: str, idempotency_key: str) -> PaymentGivenBack:
