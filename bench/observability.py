@@ -149,10 +149,9 @@ def compare_settings(
     order flipped every round. `while_on`, if given, runs beside each of the second
     store's turns (a scraper, a check that the outbox drained) and raises if what it
     watches went wrong."""
-    options = {"workers": workers}
     with (
-        BenchStore(StoreOptions(**options, env=off_env)) as off,
-        BenchStore(StoreOptions(**options, env=on_env)) as on,
+        BenchStore(StoreOptions(workers=workers, env=off_env)) as off,
+        BenchStore(StoreOptions(workers=workers, env=on_env)) as on,
     ):
         time.sleep(max(0.0, off.started_at + settle_s - time.monotonic()))
         for store in (off, on):

@@ -77,7 +77,7 @@ def observability(
     settling = {} if settle_s is None else {"settle_s": settle_s}
     comparisons = cost.compare(levels, seconds, rounds, workers, control=control, **settling)
     figures = cost.per_operation_costs()
-    cpu_off = [c.cpu_ms(c.off) for c in comparisons if c.cpu_ms(c.off)]
+    cpu_off = [cpu for c in comparisons if (cpu := c.cpu_ms(c.off))]
     print()
     print(cost.table(comparisons))
     print(cost.per_operation_table(figures, min(cpu_off) if cpu_off else None))

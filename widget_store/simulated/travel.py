@@ -42,13 +42,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 # The port's names, re-exported: the benchmark's Temporal side imports them from here.
-from widget_store.travel import (
-    TRIP_LEGS,
-    TravelBookingRejected,
-    TravelService,  # noqa: F401 (re-exported)
-    TravelServiceUnavailable,
-    TripLeg,
-)
+from widget_store.travel import TRIP_LEGS as TRIP_LEGS
+from widget_store.travel import TravelBookingRejected as TravelBookingRejected
+from widget_store.travel import TravelService as TravelService
+from widget_store.travel import TravelServiceUnavailable as TravelServiceUnavailable
+from widget_store.travel import TripLeg as TripLeg
 
 travel_metadata = sa.MetaData()
 
