@@ -6,7 +6,7 @@ brings news rather than another "not yet": one request that waits for the order 
 PENDING, or, on a store without `after_status`, requests that wait for more log entries).
 
 The shoppers share the machine with the store they measure, so their client must cost it
-little: aiohttp spends about 2 ms of CPU per purchase here, where httpx spent 8-10 ms (a
+little: aiohttp spends about 2 ms of CPU per purchase here, where httpx spent 8-13 ms (a
 fifth of what the two cores had to give at 32 shoppers, taken from the store under test).
 `python -m bench client` measures the two in turns against one store.
 """
