@@ -37,7 +37,9 @@ async function opsFetch(url, options = {}) {
   if (token) headers.Authorization = `Bearer ${token}`;
   const response = await request(url, { ...options, headers });
   if (response.status === 401) {
-    sessionStorage.removeItem(TOKEN_KEY);
+    // Forget the token this request was refused with, not one typed since: the refusals of
+    // a wrong token's other requests still in flight must not sign the right one out.
+    if (sessionStorage.getItem(TOKEN_KEY) === token) sessionStorage.removeItem(TOKEN_KEY);
     throw new Unauthorized();
   }
   const body = await response.json().catch(() => ({}));

@@ -77,3 +77,37 @@ def test_the_ops_view_asks_for_the_admin_token_and_keeps_it_for_the_tab(
     page.reload()
     expect(page.get_by_role("region", name="At a glance")).to_contain_text("Dispatched")
     expect(page.get_by_role("heading", name="Sign in")).to_be_hidden()
+
+
+def test_a_wrong_tokens_late_refusal_does_not_sign_the_right_token_out(
+    page: Page, production_shop: ServerProcess, console: Console
+) -> None:
+    """The wrong token's four requests go out at once; the first 401 shows the form, and
+    the others may still be answered after the right token was typed."""
+    console.expect("status of 401")
+    held: list[Any] = []
+
+    def hold_the_wrong_tokens_trip_list(route: Any) -> None:
+        if route.request.headers.get("authorization") == f"Bearer {ADMIN_TOKEN}":
+            route.continue_()
+        else:
+            held.append(route)  # answered below, once the right token is in
+
+    page.route("**/ops/trips*", hold_the_wrong_tokens_trip_list)
+    page.goto(production_shop.base_url + "/ops")
+    page.get_by_label("Admin token").fill("not-the-admin-token-at-all")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert").filter(has_text="token")).to_have_text(
+        "That token was not accepted."
+    )
+    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("region", name="At a glance")).to_be_visible()
+    assert held, "the wrong token's trip list was held back"
+    for route in held:
+        route.fulfill(status=401, json={"detail": "invalid or missing admin token"})
+    page.wait_for_timeout(200)
+
+    page.reload()
+    expect(page.get_by_role("region", name="At a glance")).to_be_visible()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_hidden()
