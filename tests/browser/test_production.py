@@ -55,6 +55,17 @@ def test_an_unpaid_order_is_cancelled_at_its_deadline_in_plain_words(
     expect(page.get_by_role("link", name="Pay now")).to_be_hidden()
 
 
+def sign_in_with_a_wrong_token_first(page: Page) -> None:
+    """Type a wrong admin token (refused, and said so), then the right one."""
+    page.get_by_label("Admin token").fill("not-the-admin-token-at-all")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert").filter(has_text="token")).to_have_text(
+        "That token was not accepted."
+    )
+    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+
+
 def test_the_ops_view_asks_for_the_admin_token_and_keeps_it_for_the_tab(
     page: Page, production_shop: ServerProcess, console: Console
 ) -> None:
@@ -63,14 +74,7 @@ def test_the_ops_view_asks_for_the_admin_token_and_keeps_it_for_the_tab(
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     expect(page.get_by_role("region", name="At a glance")).to_be_hidden()
 
-    page.get_by_label("Admin token").fill("not-the-admin-token-at-all")
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("alert").filter(has_text="token")).to_have_text(
-        "That token was not accepted."
-    )
-
-    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_with_a_wrong_token_first(page)
     expect(page.get_by_role("region", name="At a glance")).to_contain_text("Dispatched")
     expect(page.get_by_role("heading", name="Sign in")).to_be_hidden()
 
@@ -95,13 +99,7 @@ def test_a_wrong_tokens_late_refusal_does_not_sign_the_right_token_out(
 
     page.route("**/ops/trips*", hold_the_wrong_tokens_trip_list)
     page.goto(production_shop.base_url + "/ops")
-    page.get_by_label("Admin token").fill("not-the-admin-token-at-all")
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("alert").filter(has_text="token")).to_have_text(
-        "That token was not accepted."
-    )
-    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_with_a_wrong_token_first(page)
     expect(page.get_by_role("region", name="At a glance")).to_be_visible()
     assert held, "the wrong token's trip list was held back"
     for route in held:
